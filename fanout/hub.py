@@ -1,0 +1,395 @@
+"""The Hub: local subscription groups, batching, and serialize-once broadcast.
+
+Sans-I/O: the hub never awaits, never reads a clock and never touches Redis. The
+caller passes `now` (monotonic seconds) in, and gets told through `on_wakeup`
+when there is work to flush. Sockets appear only as `Sink`s whose transport has
+`write()` and `get_write_buffer_size()`: the fanout loop writes the same frame
+bytes to every member of a group and never waits for any one of them.
+
+Subscriptions with the same shape (pattern, filter, batch_ms, mode, key) share a
+`Group`: the filter runs once per group, the batch is encoded and framed once per
+group, and every member gets byte-identical frames (SPEC §4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from fanout.framing import text_frame
+from fanout.index import SubscriptionIndex
+from fanout.message import Message
+from shared.filters import FilterPolicy
+
+Mode = Literal["all", "latest"]
+SlowPolicy = Literal["drop", "disconnect"]
+
+
+class Transport(Protocol):
+    """The two calls the fanout loop makes on a socket (asyncio.Transport has both)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+
+class Sink(Protocol):
+    """One subscribed connection as the hub sees it."""
+
+    @property
+    def transport(self) -> Transport: ...
+
+    def on_slow(self) -> None:
+        """Called (after the fanout loop) when the `disconnect` policy fires."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What makes two subscriptions share frames."""
+
+    pattern: str
+    filter: FilterPolicy
+    batch_ms: int = 0
+    mode: Mode = "all"
+    key: str | None = None
+
+    @property
+    def sub_key(self) -> str:
+        """Deterministic subscription key: same shape, same key, on every pod."""
+        raw = "\0".join(
+            (self.pattern, self.filter.canonical, str(self.batch_ms), self.mode, self.key or "")
+        )
+        return hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
+
+
+class Group:
+    """All local sockets subscribed with one shape, and the batch they are owed."""
+
+    __slots__ = (
+        "catching_up",
+        "due",
+        "key",
+        "lagged",
+        "members",
+        "pending",
+        "prefix",
+        "shape",
+    )
+
+    def __init__(self, shape: Shape) -> None:
+        self.shape = shape
+        self.key = shape.sub_key
+        self.members: dict[Sink, None] = {}
+        # Sockets resuming from history: they get flushed messages appended to their
+        # own buffer instead of frames, until the replay is done (LESSONS: register
+        # live first, then replay, then dedupe by offset).
+        self.catching_up: dict[Sink, list[Message]] = {}
+        self.pending: dict[object, Message] = {}
+        self.due: float | None = None
+        self.lagged: dict[Sink, int] = {}
+        self.prefix = b'{"op":"msgs","sub":"' + self.key.encode() + b'","msgs":['
+
+    def add(self, msg: Message) -> bool:
+        """Queue `msg`; True when the batch was empty before (a flush is owed)."""
+        was_empty = not self.pending
+        if self.shape.mode == "latest":
+            k: object = msg.topic
+            if self.shape.key is not None:
+                v = msg.attributes.get(self.shape.key)
+                k = (msg.topic, v) if v is None else v
+            # Re-insert so the batch stays ordered by each key's newest arrival.
+            self.pending.pop(k, None)
+            self.pending[k] = msg
+        else:
+            self.pending[len(self.pending)] = msg
+        return was_empty
+
+
+@dataclass(slots=True)
+class HubStats:
+    """Counters read by /metrics and /v1/stats."""
+
+    messages_in: int = 0
+    messages_delivered: int = 0
+    messages_dropped: int = 0
+    frames_written: int = 0
+    batches: int = 0
+    slow_disconnects: int = 0
+    lagged_notices: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Hub:
+    """Routes messages to local subscription groups and broadcasts their batches."""
+
+    def __init__(
+        self,
+        *,
+        send_buffer_bytes: int = 1 << 20,
+        slow_policy: SlowPolicy = "drop",
+        max_frame_bytes: int = 1 << 20,
+        on_wakeup: Callable[[], None] | None = None,
+        on_interest: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        self._limit = send_buffer_bytes
+        self._slow_policy = slow_policy
+        self._max_frame = max_frame_bytes
+        self._on_wakeup = on_wakeup
+        self._on_interest = on_interest
+        self._index: SubscriptionIndex[Group] = SubscriptionIndex()
+        self._groups: dict[str, Group] = {}
+        self._patterns: dict[str, int] = {}
+        self._sinks: dict[Sink, dict[str, Group]] = {}
+        self._immediate: list[Group] = []
+        self._timers: list[tuple[float, int, Group]] = []
+        self._seq = 0
+        self.stats = HubStats()
+
+    # ---- subscriptions -------------------------------------------------------
+
+    @property
+    def group_count(self) -> int:
+        return len(self._groups)
+
+    @property
+    def subscription_count(self) -> int:
+        return sum(len(subs) for subs in self._sinks.values())
+
+    def patterns(self) -> list[str]:
+        """Patterns with at least one local subscriber (the pod's interest)."""
+        return list(self._patterns)
+
+    def subscribe(self, sink: Sink, shape: Shape, *, catch_up: bool = False) -> Group:
+        """Add `sink` to the group of `shape`; idempotent for the same sink and shape.
+
+        With `catch_up`, the sink receives nothing live until `finish_catch_up`;
+        flushed messages are kept for it meanwhile.
+        """
+        key = shape.sub_key
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = Group(shape)
+            self._index.add(shape.pattern, group)
+            n = self._patterns.get(shape.pattern, 0)
+            self._patterns[shape.pattern] = n + 1
+            if n == 0 and self._on_interest is not None:
+                self._on_interest(shape.pattern, True)
+        subs = self._sinks.setdefault(sink, {})
+        if key in subs:
+            return group
+        subs[key] = group
+        if catch_up:
+            group.catching_up[sink] = []
+        else:
+            group.members[sink] = None
+        return group
+
+    def unsubscribe(self, sink: Sink, key: str) -> bool:
+        """Remove one subscription of `sink`; False when it had none with that key."""
+        subs = self._sinks.get(sink)
+        if subs is None or key not in subs:
+            return False
+        group = subs.pop(key)
+        if not subs:
+            del self._sinks[sink]
+        self._leave(sink, group)
+        return True
+
+    def remove_sink(self, sink: Sink) -> None:
+        """Drop every subscription of a closed connection."""
+        for group in self._sinks.pop(sink, {}).values():
+            self._leave(sink, group)
+
+    def subscriptions_of(self, sink: Sink) -> Iterable[str]:
+        return self._sinks.get(sink, {}).keys()
+
+    def _leave(self, sink: Sink, group: Group) -> None:
+        group.members.pop(sink, None)
+        group.catching_up.pop(sink, None)
+        group.lagged.pop(sink, None)
+        if group.members or group.catching_up:
+            return
+        del self._groups[group.key]
+        self._index.remove(group.shape.pattern, group)
+        group.pending.clear()
+        group.due = None
+        pattern = group.shape.pattern
+        n = self._patterns[pattern] - 1
+        if n:
+            self._patterns[pattern] = n
+        else:
+            del self._patterns[pattern]
+            if self._on_interest is not None:
+                self._on_interest(pattern, False)
+
+    def finish_catch_up(
+        self, sink: Sink, key: str, replayed: list[Message], since: int | None = None
+    ) -> list[Message]:
+        """End a resume: return what the sink is owed, oldest first, and go live.
+
+        `replayed` is the history after the client's offset `since`. Live messages
+        flushed meanwhile are appended only when their offset is newer than both the
+        replay's last and `since`, so nothing is lost and nothing is sent twice. The
+        caller writes the returned messages in the same event-loop turn.
+        """
+        subs = self._sinks.get(sink)
+        group = subs.get(key) if subs else None
+        if group is None or sink not in group.catching_up:
+            return replayed
+        buffered = group.catching_up.pop(sink)
+        floor = replayed[-1].offset if replayed else since
+        out = list(replayed)
+        for m in buffered:
+            if floor is None or m.offset is None or m.offset > floor:
+                out.append(m)
+        group.members[sink] = None
+        return out
+
+    # ---- dispatch and flush ----------------------------------------------------
+
+    def dispatch(self, msg: Message, now: float) -> None:
+        """Queue `msg` on every matching group whose filter accepts it."""
+        self.stats.messages_in += 1
+        wake = False
+        for group in self._index.match(msg.topic):
+            f = group.shape.filter
+            if not f.match_all and not f.matches(msg.attributes):
+                continue
+            if group.add(msg):
+                wake |= self._schedule(group, now)
+        if wake and self._on_wakeup is not None:
+            self._on_wakeup()
+
+    def dispatch_many(self, msgs: Iterable[Message], now: float) -> None:
+        for msg in msgs:
+            self.dispatch(msg, now)
+
+    def _schedule(self, group: Group, now: float) -> bool:
+        batch_ms = group.shape.batch_ms
+        if batch_ms <= 0:
+            self._immediate.append(group)
+            return len(self._immediate) == 1
+        due = now + batch_ms / 1000.0
+        group.due = due
+        self._seq += 1
+        earliest = not self._timers or due < self._timers[0][0]
+        heapq.heappush(self._timers, (due, self._seq, group))
+        return earliest
+
+    @property
+    def has_immediate(self) -> bool:
+        return bool(self._immediate)
+
+    def next_deadline(self) -> float | None:
+        """When the earliest batched group is due, or None."""
+        timers = self._timers
+        while timers:
+            due, _, group = timers[0]
+            if group.due == due and group.key in self._groups:
+                return due
+            heapq.heappop(timers)  # stale: flushed or removed since
+        return None
+
+    def flush_immediate(self) -> int:
+        """Flush every `batch_ms=0` group that got messages this turn."""
+        groups, self._immediate = self._immediate, []
+        for group in groups:
+            self._flush(group)
+        return len(groups)
+
+    def flush_due(self, now: float) -> int:
+        """Flush every batched group whose interval has ended by `now`."""
+        n = 0
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            due, _, group = heapq.heappop(timers)
+            if group.due != due or group.key not in self._groups:
+                continue
+            group.due = None
+            self._flush(group)
+            n += 1
+        return n
+
+    def _flush(self, group: Group) -> None:
+        if not group.pending:
+            return
+        msgs = list(group.pending.values())
+        group.pending.clear()
+        self.stats.batches += 1
+        for buf in group.catching_up.values():
+            buf.extend(msgs)
+        if not group.members:
+            return
+        for chunk in self._chunks(msgs):
+            payload = group.prefix + b",".join(m.envelope for m in chunk) + b"]}"
+            self._broadcast(group, text_frame(payload), len(chunk))
+
+    def _chunks(self, msgs: list[Message]) -> Iterable[list[Message]]:
+        # Keep frames under max_frame_bytes so one huge batch never trips the
+        # slow-consumer limit of a healthy socket.
+        limit = self._max_frame
+        chunk: list[Message] = []
+        size = 0
+        for m in msgs:
+            n = len(m.envelope) + 1
+            if chunk and size + n > limit:
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(m)
+            size += n
+        if chunk:
+            yield chunk
+
+    def _broadcast(self, group: Group, frame: bytes, count: int) -> None:
+        limit = self._limit
+        n = len(frame)
+        lagged = group.lagged
+        slow: list[Sink] | None = None
+        writes = 0
+        for sink in group.members:
+            t = sink.transport
+            buffered = t.get_write_buffer_size()
+            if buffered and buffered + n > limit:
+                if slow is None:
+                    slow = []
+                slow.append(sink)
+                continue
+            if lagged and sink in lagged:
+                t.write(self._lagged_frame(group, lagged.pop(sink)))
+            t.write(frame)
+            writes += 1
+        stats = self.stats
+        stats.frames_written += writes
+        stats.messages_delivered += writes * count
+        if slow:
+            stats.messages_dropped += len(slow) * count
+            for sink in slow:
+                if self._slow_policy == "disconnect":
+                    stats.slow_disconnects += 1
+                    self.remove_sink(sink)
+                    sink.on_slow()
+                else:
+                    lagged[sink] = lagged.get(sink, 0) + count
+
+    def _lagged_frame(self, group: Group, dropped: int) -> bytes:
+        self.stats.lagged_notices += 1
+        payload = b'{"op":"lagged","sub":"%s","dropped":%d}' % (group.key.encode(), dropped)
+        return text_frame(payload)
+
+    def send_lagged_notices(self) -> None:
+        """Tell sockets that drained since they lagged (call now and then).
+
+        Without this, a socket that lagged on a topic that then fell quiet would
+        never hear how much it missed.
+        """
+        limit = self._limit
+        for group in list(self._groups.values()):
+            if not group.lagged:
+                continue
+            for sink in list(group.lagged):
+                t = sink.transport
+                if t.get_write_buffer_size() < limit // 2:
+                    t.write(self._lagged_frame(group, group.lagged.pop(sink)))

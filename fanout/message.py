@@ -1,0 +1,70 @@
+"""The engine's message: a topic envelope encoded once, at the pod that accepted it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+@dataclass(slots=True, frozen=True)
+class Message:
+    """A published message as the engine sees it.
+
+    `envelope` is the wire form of SPEC §2 (`topic`, `id`, `ts`, `data`,
+    `attributes`?, `offset`?) serialized once; every frame that carries the
+    message splices these bytes in rather than encoding again.
+    """
+
+    topic: str
+    id: str
+    ts: int
+    attributes: dict[str, Any]
+    offset: int | None
+    envelope: bytes
+
+    @classmethod
+    def build(
+        cls,
+        topic: str,
+        msg_id: str,
+        ts: int,
+        data: Any,
+        attributes: dict[str, Any] | None,
+        offset: int | None = None,
+    ) -> Message:
+        """Encode the envelope of a new message."""
+        env: dict[str, Any] = {"topic": topic, "id": msg_id, "ts": ts, "data": data}
+        if attributes:
+            env["attributes"] = attributes
+        if offset is not None:
+            env["offset"] = offset
+        return cls(topic, msg_id, ts, attributes or {}, offset, orjson.dumps(env))
+
+    @classmethod
+    def from_envelope(cls, envelope: bytes) -> Message:
+        """Decode a message received from a backplane (once per receiving pod)."""
+        env = orjson.loads(envelope)
+        return cls(
+            env["topic"],
+            env["id"],
+            env["ts"],
+            env.get("attributes") or {},
+            env.get("offset"),
+            envelope,
+        )
+
+    def with_offset(self, offset: int) -> Message:
+        """The same message with its per-topic offset spliced into the envelope.
+
+        Splicing (rather than re-encoding) keeps encode-once true on the publish
+        path, and the Redis script does the same in Lua.
+        """
+        envelope = self.envelope[:-1] + b',"offset":%d}' % offset
+        return Message(self.topic, self.id, self.ts, self.attributes, offset, envelope)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The envelope as a dict (history pages, queue bodies)."""
+        out: dict[str, Any] = orjson.loads(self.envelope)
+        return out

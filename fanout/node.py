@@ -1,0 +1,327 @@
+"""The Node: one gateway process's engine, wiring the hub to a backplane.
+
+It owns the event-loop side of the sans-I/O hub (when to flush), validates and
+publishes messages, and serves history and resume. It knows no sockets: the
+WebSocket edge hands it `Sink`s, the HTTP edge hands it dicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from fanout.backplane import Backplane, HistoryPage, PublishItem, PublishOutcome
+from fanout.hub import Hub, Shape, Sink
+from fanout.message import Message
+from shared.auth import Authenticator, Principal
+from shared.config import Settings
+from shared.errors import HeraldError, InvalidRequest, PayloadTooLarge
+from shared.filters import compile_filter
+from shared.topics import is_wildcard, validate_pattern, validate_topic
+
+if TYPE_CHECKING:
+    from fanout.queues import QueueService
+
+log = logging.getLogger("herald.node")
+
+MAX_ID_LEN = 128
+MAX_HISTORY_LIMIT = 10_000
+
+
+@dataclass(slots=True)
+class Resume:
+    """What a `subscribe` with `since` asked for and what history could give."""
+
+    recovered: bool
+    epoch: str
+    offset: int
+    messages: list[Message]
+
+
+class Node:
+    """Engine of one gateway process (hub + backplane + queues)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        backplane: Backplane,
+        *,
+        queues: QueueService | None = None,
+    ) -> None:
+        self.settings = settings
+        self.backplane = backplane
+        self.queues = queues
+        self.auth = Authenticator(
+            jwt_secret=settings.jwt_secret,
+            jwt_public_key=settings.jwt_public_key,
+            api_keys=settings.api_keys,
+        )
+        self.hub = Hub(
+            send_buffer_bytes=settings.send_buffer_bytes,
+            slow_policy=settings.slow_consumer,
+            max_frame_bytes=settings.max_frame_bytes,
+            on_wakeup=self._wakeup,
+            on_interest=self._on_interest,
+        )
+        self.draining = False
+        self.published_total = 0
+        self._id_prefix = secrets.token_hex(5)
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._immediate_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._lag_task: asyncio.Task[None] | None = None
+
+    # ---- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self.backplane.start(self._deliver)
+        if self.queues is not None:
+            await self.queues.start()
+        self._lag_task = asyncio.create_task(self._lag_notices())
+        if not self.auth.enabled:
+            log.warning(
+                "AUTH IS DISABLED: no HERALD_JWT_SECRET, HERALD_JWT_PUBLIC_KEY or "
+                "HERALD_API_KEYS is set, so anyone can subscribe and publish (dev mode)"
+            )
+
+    async def stop(self) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.queues is not None:
+            await self.queues.close()
+        await self.backplane.close()
+
+    def ready(self) -> bool:
+        return not self.draining and self.backplane.ready()
+
+    async def _lag_notices(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            self.hub.send_lagged_notices()
+
+    # ---- flush scheduling (the I/O half of the sans-I/O hub) -------------------
+
+    def now(self) -> float:
+        loop = self._loop
+        return loop.time() if loop is not None else time.monotonic()
+
+    def _deliver(self, msgs: list[Message]) -> None:
+        now = self.now()
+        dispatch = self.hub.dispatch
+        for m in msgs:
+            dispatch(m, now)
+
+    def _wakeup(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        if self.hub.has_immediate and not self._immediate_scheduled:
+            self._immediate_scheduled = True
+            loop.call_soon(self._flush_immediate)
+        deadline = self.hub.next_deadline()
+        if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = loop.call_at(deadline, self._on_timer)
+
+    def _flush_immediate(self) -> None:
+        self._immediate_scheduled = False
+        self.hub.flush_immediate()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.hub.flush_due(self.now())
+        self._wakeup()
+
+    def _on_interest(self, pattern: str, added: bool) -> None:
+        if added:
+            self.backplane.watch(pattern)
+        else:
+            self.backplane.unwatch(pattern)
+
+    # ---- publish ------------------------------------------------------------------
+
+    def new_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):x}"
+
+    def prepare(self, entry: Mapping[str, Any], principal: Principal) -> PublishItem:
+        """Validate one publish input (SPEC §2) and encode its envelope once."""
+        if not isinstance(entry, Mapping):
+            raise InvalidRequest("a message must be a JSON object")
+        topic = validate_topic(entry.get("topic"))
+        principal.check_publish(topic)
+        attributes = entry.get("attributes") or {}
+        _check_attributes(attributes)
+        given = entry.get("id")
+        if given is not None and (not isinstance(given, str) or not 0 < len(given) <= MAX_ID_LEN):
+            raise InvalidRequest(f"'id' must be a string of 1-{MAX_ID_LEN} characters")
+        msg_id = given or self.new_id()
+        try:
+            msg = Message.build(
+                topic, msg_id, int(time.time() * 1000), entry.get("data"), attributes
+            )
+        except TypeError as exc:  # orjson: integers over 64 bits and the like
+            raise InvalidRequest(f"data cannot be encoded: {exc}") from None
+        limit = self.settings.max_message_bytes
+        if len(msg.envelope) > limit:
+            raise PayloadTooLarge(
+                f"message is {len(msg.envelope)} bytes encoded; the limit is {limit}",
+                details={"limit": limit},
+            )
+        rule = self.settings.history_rule(topic)
+        return PublishItem(msg, rule, idempotent=given is not None)
+
+    async def publish(
+        self, entries: list[Mapping[str, Any]], principal: Principal
+    ) -> list[PublishOutcome | HeraldError]:
+        """Publish each entry; a bad entry gets its error and does not fail the rest.
+
+        Backplane failures raise (the whole call answers 503): accepted means
+        delivered to the backplane and enqueued on every subscribed queue.
+        """
+        results: list[PublishOutcome | HeraldError] = []
+        items: list[PublishItem] = []
+        slots: list[int] = []
+        for entry in entries:
+            try:
+                items.append(self.prepare(entry, principal))
+                slots.append(len(results))
+                results.append(InvalidRequest("pending"))
+            except HeraldError as exc:
+                results.append(exc)
+        if not items:
+            return results
+        outcomes = await self.backplane.publish(items)
+        if self.queues is not None:
+            fresh = [it.message for it, oc in zip(items, outcomes, strict=True) if not oc.duplicate]
+            if fresh:
+                try:
+                    await self.queues.on_publish(fresh)
+                except BaseException:
+                    # Let a retry with the same id through again, so the queue copy
+                    # is not lost to idempotency (live subscribers may see it twice).
+                    for it in items:
+                        if it.idempotent:
+                            await self.backplane.forget(it.message.topic, it.message.id)
+                    raise
+        for slot, outcome in zip(slots, outcomes, strict=True):
+            results[slot] = outcome
+        self.published_total += sum(1 for o in outcomes if not o.duplicate)
+        return results
+
+    # ---- subscribe, history and resume --------------------------------------------
+
+    def shape(self, cmd: Mapping[str, Any], principal: Principal) -> Shape:
+        """Validate a `subscribe` command into a subscription shape (SPEC §4)."""
+        pattern = validate_pattern(cmd.get("topic"))
+        principal.check_subscribe(pattern)
+        flt = compile_filter(cmd.get("filter"))
+        batch_ms = cmd.get("batch_ms", 0)
+        if (
+            isinstance(batch_ms, bool)
+            or not isinstance(batch_ms, int)
+            or not (0 <= batch_ms <= 60_000)
+        ):
+            raise InvalidRequest("'batch_ms' must be an integer from 0 to 60000")
+        batch_ms = max(batch_ms, self.settings.min_batch_for(pattern))
+        mode = cmd.get("mode", "all")
+        if mode not in ("all", "latest"):
+            raise InvalidRequest("'mode' must be 'all' or 'latest'")
+        key = cmd.get("key")
+        if key is not None and (mode != "latest" or not isinstance(key, str) or not key):
+            raise InvalidRequest("'key' is a non-empty attribute name, for mode 'latest' only")
+        return Shape(pattern, flt, batch_ms, mode, key)
+
+    async def resume(
+        self, sink: Sink, shape: Shape, since: int | None, epoch: str | None
+    ) -> Resume:
+        """Subscribe `sink` live to a history topic and tell it where it stands.
+
+        With `since`, replay history after that offset. Live registration comes
+        first so nothing published during the history read falls between the two;
+        `Hub.finish_catch_up` then drops what both carried. Without `since`, only
+        the current epoch and offset are read (so the client can resume later).
+        """
+        if is_wildcard(shape.pattern) or shape.mode == "latest":
+            # Offsets are per topic, and conflation cannot be gap-free (LESSONS).
+            raise InvalidRequest("'since' needs a concrete topic and mode 'all'")
+        rule = self.settings.history_rule(shape.pattern)
+        group = self.hub.subscribe(sink, shape, catch_up=True)
+        try:
+            page = await self.backplane.history(
+                shape.pattern, rule, since, MAX_HISTORY_LIMIT if since is not None else 0
+            )
+        except BaseException:
+            self.hub.unsubscribe(sink, group.key)
+            raise
+        if since is None:
+            owed = self.hub.finish_catch_up(sink, group.key, [], page.latest)
+            return Resume(False, page.epoch, page.latest, owed)
+        recovered = rule is not None and page.complete and (epoch is None or epoch == page.epoch)
+        replay = page.messages if recovered else []
+        owed = self.hub.finish_catch_up(sink, group.key, replay, since if recovered else None)
+        return Resume(recovered, page.epoch, page.latest, owed)
+
+    async def history(self, topic: str, since: int | None, limit: int) -> HistoryPage:
+        validate_topic(topic)
+        if not 1 <= limit <= MAX_HISTORY_LIMIT:
+            raise InvalidRequest(f"'limit' must be 1-{MAX_HISTORY_LIMIT}")
+        rule = self.settings.history_rule(topic)
+        return await self.backplane.history(topic, rule, since, limit)
+
+    # ---- stats -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        s = self.hub.stats
+        return {
+            "engine": self.settings.engine,
+            "ready": self.ready(),
+            "draining": self.draining,
+            "groups": self.hub.group_count,
+            "subscriptions": self.hub.subscription_count,
+            "patterns": len(self.hub.patterns()),
+            "messages_published": self.published_total,
+            "messages_in": s.messages_in,
+            "messages_delivered": s.messages_delivered,
+            "messages_dropped": s.messages_dropped,
+            "frames_written": s.frames_written,
+            "batches": s.batches,
+            "slow_disconnects": s.slow_disconnects,
+            "lagged_notices": s.lagged_notices,
+            "backplane": self.backplane.stats(),
+        }
+
+
+def _check_attributes(attributes: object) -> None:
+    if not isinstance(attributes, dict):
+        raise InvalidRequest("'attributes' must be an object")
+    if len(attributes) > 64:
+        raise InvalidRequest("at most 64 attributes")
+    for k, v in attributes.items():
+        if not isinstance(k, str) or not 0 < len(k) <= 256:
+            raise InvalidRequest("attribute names are strings of 1-256 characters")
+        if not isinstance(v, str | int | float | bool) or v != v:  # v != v: NaN
+            raise InvalidRequest(
+                f"attribute {k!r} must be a string, number or boolean",
+                details={"attribute": k},
+            )
+
+
+def dumps(obj: Any) -> bytes:
+    """orjson with the options every reply uses."""
+    return orjson.dumps(obj)

@@ -1,0 +1,153 @@
+"""The `herald` command: serve, publish, tail, queue, bench."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    help="Herald: real-time WebSocket pub/sub gateway with durable queues.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+try:
+    from gateway.queue_cli import queue_app
+except ImportError:  # pragma: no cover - queues not built into this tree
+    pass
+else:
+    app.add_typer(queue_app, name="queue", help="Durable queues (SQS semantics).")
+
+Url = Annotated[str, typer.Option(envvar="HERALD_URL", help="Herald base URL.")]
+Token = Annotated[str | None, typer.Option(envvar="HERALD_TOKEN", help="API key or JWT.")]
+
+
+@app.command()
+def serve(
+    engine: Annotated[str | None, typer.Option(help="memory (embedded) or redis")] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Redis or Redis Cluster URL")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Embedded store directory")] = None,
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+    jwt_secret: Annotated[str | None, typer.Option(help="HS256 secret")] = None,
+    jwt_public_key: Annotated[str | None, typer.Option(help="RS256 public key (PEM)")] = None,
+    api_keys: Annotated[str | None, typer.Option(help="Comma-separated API keys")] = None,
+    ping_interval: Annotated[float | None, typer.Option()] = None,
+    send_buffer_bytes: Annotated[int | None, typer.Option()] = None,
+    slow_consumer: Annotated[str | None, typer.Option(help="drop or disconnect")] = None,
+    max_connections: Annotated[int | None, typer.Option()] = None,
+    history: Annotated[str | None, typer.Option(help="JSON list of history rules")] = None,
+    min_batch_ms: Annotated[str | None, typer.Option(help="JSON map pattern -> ms")] = None,
+    drain_timeout: Annotated[float | None, typer.Option()] = None,
+    log_level: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Run the gateway (flags override the matching HERALD_* variables)."""
+    from gateway.server import run
+
+    overrides: dict[str, Any] = {k: v for k, v in locals().items() if v is not None and k != "run"}
+    run(overrides)
+
+
+@app.command()
+def publish(
+    topic: str,
+    data: Annotated[str, typer.Argument(help="JSON data (plain text is sent as a string)")],
+    attr: Annotated[list[str] | None, typer.Option(help="Attribute k=v (repeatable)")] = None,
+    msg_id: Annotated[str | None, typer.Option("--id", help="Idempotency key")] = None,
+    url: Url = "http://127.0.0.1:8080",
+    token: Token = None,
+) -> None:
+    """Publish one message over HTTP."""
+    import httpx
+
+    try:
+        value: Any = json.loads(data)
+    except json.JSONDecodeError:
+        value = data
+    body: dict[str, Any] = {"topic": topic, "data": value, "attributes": _attrs(attr)}
+    if msg_id:
+        body["id"] = msg_id
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    r = httpx.post(f"{url}/v1/publish", json=body, headers=headers, timeout=10)
+    typer.echo(r.text)
+    raise typer.Exit(0 if r.status_code < 400 else 1)
+
+
+@app.command()
+def tail(
+    pattern: str,
+    filter: Annotated[str | None, typer.Option(help="SNS filter policy (JSON)")] = None,
+    batch_ms: Annotated[int, typer.Option()] = 0,
+    count: Annotated[int, typer.Option(help="Exit after this many messages (0: never)")] = 0,
+    url: Url = "http://127.0.0.1:8080",
+    token: Token = None,
+) -> None:
+    """Print messages matching PATTERN as they arrive, one JSON per line."""
+    ws_url = url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/ws"
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_tail(ws_url, pattern, filter, batch_ms, count, token))
+
+
+async def _tail(
+    ws_url: str, pattern: str, flt: str | None, batch_ms: int, count: int, token: str | None
+) -> None:
+    import websockets
+
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with websockets.connect(ws_url, additional_headers=headers, compression=None) as ws:
+        cmd: dict[str, Any] = {"op": "subscribe", "id": 1, "topic": pattern, "batch_ms": batch_ms}
+        if flt:
+            cmd["filter"] = json.loads(flt)
+        await ws.send(json.dumps(cmd))
+        seen = 0
+        async for raw in ws:
+            frame = json.loads(raw)
+            if frame.get("op") == "error":
+                typer.echo(json.dumps(frame), err=True)
+                raise typer.Exit(1)
+            for msg in frame.get("msgs", ()):
+                typer.echo(json.dumps(msg))
+                seen += 1
+                if count and seen >= count:
+                    return
+            sys.stdout.flush()
+
+
+def _attrs(pairs: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        k, sep, v = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"attribute {pair!r} is not k=v")
+        try:
+            parsed = json.loads(v)
+            out[k] = parsed if isinstance(parsed, int | float | bool) else v
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option(help="Smaller, faster run")] = False,
+) -> None:
+    """Run the fanout benchmarks in loadtest/ (see docs/BENCHMARKS.md)."""
+    from loadtest import bench as runner
+
+    raise typer.Exit(runner.main(quick=quick))
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""WebSocket commands (SPEC §4): each parses, authorizes, calls the node, replies.
+
+A handler runs synchronously inside `data_received`; anything that must await
+(publish, resume, queues) is spawned as a task whose errors become `error` frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fanout.framing import text_frame
+from fanout.hub import Shape
+from fanout.message import Message
+from gateway.edge import Handler
+from gateway.wsproto import HeraldWebSocket
+from shared.errors import Forbidden, HeraldError, InvalidRequest, ReceiptInvalid
+
+MAX_PREFETCH = 1000
+
+
+def _reply(conn: HeraldWebSocket, cmd: dict[str, Any], op: str, **fields: Any) -> None:
+    out: dict[str, Any] = {"op": op}
+    if "id" in cmd:
+        out["id"] = cmd["id"]
+    out.update(fields)
+    conn.send(out)
+
+
+def _send_owed(conn: HeraldWebSocket, key: str, msgs: list[Message]) -> None:
+    if msgs and conn.is_open:
+        payload = (
+            b'{"op":"msgs","sub":"'
+            + key.encode()
+            + b'","msgs":['
+            + b",".join(m.envelope for m in msgs)
+            + b"]}"
+        )
+        conn.transport.write(text_frame(payload))
+
+
+def auth(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
+    principal = conn.authenticate(cmd.get("token"))
+    _reply(conn, cmd, "authenticated", client=principal.sub)
+
+
+def ping(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
+    _reply(conn, cmd, "pong")
+
+
+def subscribe(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
+    node = conn.node
+    shape = node.shape(cmd, conn.require_principal())
+    since = cmd.get("since")
+    epoch = cmd.get("epoch")
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+        raise InvalidRequest("'since' must be a non-negative integer offset")
+    if epoch is not None and not isinstance(epoch, str):
+        raise InvalidRequest("'epoch' must be a string")
+    limit = node.settings.max_subscriptions_per_connection
+    if len(list(node.hub.subscriptions_of(conn))) >= limit:
+        raise InvalidRequest(f"at most {limit} subscriptions per connection")
+    wants_history = since is not None or (
+        shape.mode == "all"
+        and node.settings.history_rule(shape.pattern) is not None
+        and "*" not in shape.pattern
+        and not shape.pattern.endswith(">")
+    )
+    if not wants_history:
+        group = node.hub.subscribe(conn, shape)
+        _reply(conn, cmd, "subscribed", sub=group.key, topic=shape.pattern)
+        return
+    conn.spawn(cmd.get("id"), _resume(conn, cmd, shape, since, epoch))
+
+
+async def _resume(
+    conn: HeraldWebSocket, cmd: dict[str, Any], shape: Shape, since: int | None, epoch: str | None
+) -> None:
+    node = conn.node
+    if since is None:
+        # A history topic without `since`: go live and tell the client its position
+        # (epoch and offset) so that it can resume later.
+        res = await node.resume(conn, shape, None, None)
+        _reply(
+            conn,
+            cmd,
+            "subscribed",
+            sub=shape.sub_key,
+            topic=shape.pattern,
+            epoch=res.epoch,
+            offset=res.offset,
+        )
+    else:
+        res = await node.resume(conn, shape, since, epoch)
+        _reply(
+            conn,
+            cmd,
+            "subscribed",
+            sub=shape.sub_key,
+            topic=shape.pattern,
+            recovered=res.recovered,
+            epoch=res.epoch,
+            offset=res.offset,
+        )
+    _send_owed(conn, shape.sub_key, res.messages)
+
+
+def unsubscribe(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
+    key = cmd.get("sub")
+    if not isinstance(key, str) or not conn.node.hub.unsubscribe(conn, key):
+        raise InvalidRequest("no such subscription on this connection")
+    _reply(conn, cmd, "unsubscribed", sub=key)
+
+
+def publish(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
+    principal = conn.require_principal()
+    # The command's `id` correlates the reply; the idempotency key is `msg_id`.
+    entry: dict[str, Any] = {k: cmd[k] for k in ("topic", "data", "attributes") if k in cmd}
+    if "msg_id" in cmd:
+        entry["id"] = cmd["msg_id"]
+    item = conn.node.prepare(entry, principal)  # validate now: errors reply at once
+    del item
+
+    async def run() -> None:
+        (result,) = await conn.node.publish([entry], principal)
+        if isinstance(result, HeraldError):
+            raise result
+        fields: dict[str, Any] = {"msg_id": result.id}
+        if result.offset is not None:
+            fields["offset"] = result.offset
+        _reply(conn, cmd, "published", **fields)
+
+    conn.spawn(cmd.get("id"), run())
+
+
+def _queue_service(conn: HeraldWebSocket) -> Any:
+    queues = conn.node.queues
+    if queues is None:
+        raise InvalidRequest("queues are not enabled on this server")
+    principal = conn.require_principal()
+    if not principal.admin:
+        raise Forbidden("queue consumers need an API key or an admin token")
+    return queues
+
+
+def consume(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
+    from fanout.queues.consumer import QueueConsumer
+
+    service = _queue_service(conn)
+    queue = cmd.get("queue")
+    prefetch = cmd.get("prefetch", 1)
+    vt = cmd.get("visibility_timeout")
+    if not isinstance(queue, str):
+        raise InvalidRequest("'queue' is required")
+    if (
+        isinstance(prefetch, bool)
+        or not isinstance(prefetch, int)
+        or not 1 <= prefetch <= MAX_PREFETCH
+    ):
+        raise InvalidRequest(f"'prefetch' must be 1-{MAX_PREFETCH}")
+    consumers = conn.consumers()
+    if queue in consumers:
+        raise InvalidRequest(f"already consuming {queue!r}")
+
+    def send_job(job: dict[str, Any]) -> None:
+        conn.send(job)
+
+    async def run() -> None:
+        await service.get(queue)  # 404 queue_not_found before we say "consuming"
+        consumer = QueueConsumer(service, queue, prefetch, vt, send_job)
+        consumers[queue] = consumer
+        _reply(conn, cmd, "consuming", queue=queue)
+        consumer.start()
+
+    conn.spawn(cmd.get("id"), run())
+
+
+def _consumer_for(conn: HeraldWebSocket, cmd: dict[str, Any]) -> Any:
+    consumers = conn.consumers()
+    queue = cmd.get("queue")
+    if isinstance(queue, str) and queue in consumers:
+        return consumers[queue]
+    if queue is None and len(consumers) == 1:
+        return next(iter(consumers.values()))
+    # With several consumers the queue must be named: receipts are opaque.
+    raise ReceiptInvalid("name the 'queue' this receipt came from (no consumer for it here)")
+
+
+def ack(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
+    receipts = cmd.get("receipts")
+    if receipts is None and "receipt" in cmd:
+        receipts = [cmd["receipt"]]
+    if (
+        not isinstance(receipts, list)
+        or not receipts
+        or not all(isinstance(r, str) for r in receipts)
+    ):
+        raise InvalidRequest("'receipt' or 'receipts' is required")
+    consumer = _consumer_for(conn, cmd)
+
+    async def run() -> None:
+        results = await consumer.ack(receipts)
+        _reply(conn, cmd, "acked", results=results)
+
+    conn.spawn(cmd.get("id"), run())
+
+
+def nack(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
+    receipt = cmd.get("receipt")
+    delay = cmd.get("delay", 0)
+    if not isinstance(receipt, str):
+        raise InvalidRequest("'receipt' is required")
+    consumer = _consumer_for(conn, cmd)
+
+    async def run() -> None:
+        await consumer.nack(receipt, delay)
+        _reply(conn, cmd, "nacked")
+
+    conn.spawn(cmd.get("id"), run())
+
+
+def extend(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
+    receipt = cmd.get("receipt")
+    timeout = cmd.get("visibility_timeout")
+    if not isinstance(receipt, str) or not isinstance(timeout, int | float):
+        raise InvalidRequest("'receipt' and 'visibility_timeout' are required")
+    consumer = _consumer_for(conn, cmd)
+
+    async def run() -> None:
+        await consumer.extend(receipt, timeout)
+        _reply(conn, cmd, "extended")
+
+    conn.spawn(cmd.get("id"), run())
+
+
+HANDLERS: dict[str, Handler] = {
+    "auth": auth,
+    "ping": ping,
+    "subscribe": subscribe,
+    "unsubscribe": unsubscribe,
+    "publish": publish,
+    "consume": consume,
+    "ack": ack,
+    "nack": nack,
+    "extend": extend,
+}

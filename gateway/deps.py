@@ -1,0 +1,33 @@
+"""FastAPI dependencies shared by the HTTP routers: the node and the caller."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+
+from shared.auth import Principal, bearer
+from shared.errors import Forbidden
+
+if TYPE_CHECKING:
+    from fanout.node import Node
+
+
+def get_node(request: Request) -> Node:
+    """The process's engine, created in the app's lifespan."""
+    node: Node = request.app.state.node
+    return node
+
+
+def get_principal(request: Request) -> Principal:
+    """The authenticated caller (401 `unauthorized` when credentials are bad)."""
+    node = get_node(request)
+    return node.auth.authenticate(bearer(request.headers.get("authorization")))
+
+
+def require_admin(request: Request) -> Principal:
+    """Callers allowed to manage queues and subscriptions: API keys, admin JWTs."""
+    principal = get_principal(request)
+    if not principal.admin:
+        raise Forbidden("this call needs an API key or an admin token")
+    return principal

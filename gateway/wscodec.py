@@ -1,0 +1,186 @@
+"""Sans-I/O RFC 6455 pieces for the server side: the handshake and a frame parser.
+
+Herald terminates WebSockets itself (see gateway/wsproto.py for why), so this is
+the whole codec: bytes in, complete messages out, no sockets and no loop. Server
+frames are built by `fanout.framing`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from fanout.framing import OP_BINARY, OP_CONT, OP_TEXT
+
+_apply_mask: Callable[[bytes, bytes], bytes] | None
+try:  # the C helper that websockets ships; a pure-Python fallback keeps us portable
+    from websockets.speedups import apply_mask as _apply_mask
+except ImportError:  # pragma: no cover
+    _apply_mask = None
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_HANDSHAKE_BYTES = 16 * 1024
+
+
+class ProtocolViolation(Exception):
+    """The peer broke RFC 6455: close with `code`."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class Handshake:
+    """A parsed HTTP upgrade request."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+
+    @property
+    def key(self) -> str | None:
+        return self.headers.get("sec-websocket-key")
+
+    def is_websocket_upgrade(self) -> bool:
+        upgrade = self.headers.get("upgrade", "").lower()
+        connection = self.headers.get("connection", "").lower()
+        return upgrade == "websocket" and "upgrade" in connection
+
+    def query_value(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else None
+
+
+def parse_handshake(raw: bytes) -> Handshake:
+    """Parse the request head (everything before the blank line)."""
+    try:
+        text = raw.decode("latin-1")
+        lines = text.split("\r\n")
+        method, target, _version = lines[0].split(" ", 2)
+    except ValueError:
+        raise ProtocolViolation(1002, "malformed handshake") from None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise ProtocolViolation(1002, "malformed header")
+        headers[name.strip().lower()] = value.strip()
+    url = urlsplit(target)
+    return Handshake(method, url.path, parse_qs(url.query), headers)
+
+
+def accept_value(key: str) -> str:
+    """Sec-WebSocket-Accept for a client's Sec-WebSocket-Key."""
+    return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
+
+
+def response_101(key: str) -> bytes:
+    # No Sec-WebSocket-Extensions: permessage-deflate would make every socket's
+    # frames different and defeat frame-once broadcast (docs/architecture.md).
+    return (
+        "HTTP/1.1 101 Switching Protocols\r\n"
+        "Upgrade: websocket\r\n"
+        "Connection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {accept_value(key)}\r\n\r\n"
+    ).encode()
+
+
+def http_error(status: int, reason: str, body: bytes, extra: str = "") -> bytes:
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n{extra}\r\n"
+    ).encode() + body
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    if _apply_mask is not None:
+        return bytes(_apply_mask(payload, mask))
+    n = len(payload)
+    if not n:
+        return payload
+    m = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
+    return (int.from_bytes(payload, "big") ^ m).to_bytes(n, "big")
+
+
+class FrameParser:
+    """Client frames in, whole messages and control frames out.
+
+    Yields `(opcode, payload)`; fragmented messages are joined and reported with
+    their first opcode. Enforces masking, control-frame rules and `max_size`.
+    """
+
+    __slots__ = ("_buf", "_frag", "_frag_op", "_frag_size", "max_size")
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._buf = bytearray()
+        self._frag: list[bytes] | None = None
+        self._frag_op = 0
+        self._frag_size = 0
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        buf = self._buf
+        buf += data
+        out: list[tuple[int, bytes]] = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= 2:
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            if b0 & 0x70:
+                raise ProtocolViolation(1002, "reserved bits set (no extension negotiated)")
+            if not b1 & 0x80:
+                raise ProtocolViolation(1002, "client frames must be masked")
+            opcode = b0 & 0x0F
+            n = b1 & 0x7F
+            head = 2
+            if n == 126:
+                if end - pos < 4:
+                    break
+                n = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+                head = 4
+            elif n == 127:
+                if end - pos < 10:
+                    break
+                n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                head = 10
+            if n > self.max_size or self._frag_size + n > self.max_size:
+                raise ProtocolViolation(1009, "message too big")
+            start = pos + head + 4
+            if end - start < n:
+                break
+            payload = unmask(bytes(buf[start : start + n]), bytes(buf[pos + head : start]))
+            pos = start + n
+            fin = b0 & 0x80
+            if opcode >= 0x8:
+                if not fin or n > 125:
+                    raise ProtocolViolation(1002, "control frames must be final and short")
+                out.append((opcode, payload))
+            elif opcode == OP_CONT:
+                if self._frag is None:
+                    raise ProtocolViolation(1002, "continuation without a first frame")
+                self._frag.append(payload)
+                self._frag_size += n
+                if fin:
+                    out.append((self._frag_op, b"".join(self._frag)))
+                    self._frag, self._frag_size = None, 0
+            elif opcode in (OP_TEXT, OP_BINARY):
+                if self._frag is not None:
+                    raise ProtocolViolation(1002, "new message inside a fragmented one")
+                if fin:
+                    out.append((opcode, payload))
+                else:
+                    self._frag, self._frag_op, self._frag_size = [payload], opcode, n
+            else:
+                raise ProtocolViolation(1002, f"unknown opcode {opcode}")
+        if pos:
+            del buf[:pos]
+        return out

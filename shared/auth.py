@@ -1,0 +1,114 @@
+"""Authentication: JWT (HS256 secret or RS256 public key) and API keys (SPEC §4, §5).
+
+A `Principal` says who is calling and which patterns it may subscribe to and
+publish on. With no secret, key or API key configured, Herald runs open (dev mode)
+and every caller is the all-powerful anonymous principal.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+import jwt
+
+from shared.errors import Forbidden, Unauthorized
+from shared.topics import pattern_covers
+
+_ALL = (">",)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller and what its claims allow."""
+
+    sub: str
+    subscribe: tuple[str, ...] = _ALL
+    publish: tuple[str, ...] = _ALL
+    admin: bool = False
+
+    def can_subscribe(self, pattern: str) -> bool:
+        return any(pattern_covers(a, pattern) for a in self.subscribe)
+
+    def can_publish(self, topic: str) -> bool:
+        return any(pattern_covers(a, topic) for a in self.publish)
+
+    def check_subscribe(self, pattern: str) -> None:
+        if not self.can_subscribe(pattern):
+            raise Forbidden(f"not allowed to subscribe to {pattern!r}")
+
+    def check_publish(self, topic: str) -> None:
+        if not self.can_publish(topic):
+            raise Forbidden(f"not allowed to publish to {topic!r}")
+
+
+ANONYMOUS = Principal(sub="anonymous", admin=True)
+
+
+class Authenticator:
+    """Turns a bearer credential into a `Principal`, or raises `Unauthorized`."""
+
+    def __init__(
+        self,
+        *,
+        jwt_secret: str | None = None,
+        jwt_public_key: str | None = None,
+        api_keys: list[str] | None = None,
+    ) -> None:
+        self._secret = jwt_secret
+        self._public_key = jwt_public_key
+        self._api_keys = [k.encode() for k in (api_keys or [])]
+        self.enabled = bool(jwt_secret or jwt_public_key or self._api_keys)
+
+    def authenticate(self, credential: str | None) -> Principal:
+        """Validate an API key or a JWT; open mode accepts anything."""
+        if not self.enabled:
+            return ANONYMOUS
+        if not credential:
+            raise Unauthorized("missing credentials")
+        raw = credential.encode()
+        # Constant-time compare so a key cannot be guessed byte by byte.
+        if any(hmac.compare_digest(raw, k) for k in self._api_keys):
+            return Principal(sub="api-key", admin=True)
+        if not (self._secret or self._public_key):
+            raise Unauthorized("invalid API key")
+        return self._decode_jwt(credential)
+
+    def _decode_jwt(self, token: str) -> Principal:
+        key: str
+        algorithms: list[str]
+        if self._public_key:
+            key, algorithms = self._public_key, ["RS256"]
+        else:
+            assert self._secret is not None
+            key, algorithms = self._secret, ["HS256"]
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=algorithms, options={"require": ["sub", "exp"]}
+            )
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from None
+        return Principal(
+            sub=str(claims["sub"]),
+            subscribe=_patterns(claims.get("subscribe")),
+            publish=_patterns(claims.get("publish")),
+            admin=bool(claims.get("admin", False)),
+        )
+
+
+def _patterns(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise Unauthorized("claims 'subscribe' and 'publish' must be lists of patterns")
+    return tuple(value)
+
+
+def bearer(header: str | None) -> str | None:
+    """The credential of an `Authorization: Bearer …` header."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()

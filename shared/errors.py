@@ -1,0 +1,108 @@
+"""Herald's error tree: one root, one class per wire code family.
+
+    HeraldError                      code, HTTP status, message, details
+    ├── InvalidTopic                 invalid_topic (400)
+    ├── InvalidFilter                invalid_filter (400)
+    ├── InvalidRequest               invalid_request (400)
+    ├── PayloadTooLarge              payload_too_large (413)
+    ├── Unauthorized                 unauthorized (401, WS close 4401)
+    ├── Forbidden                    forbidden (403)
+    ├── NotFound                     queue_not_found / subscription_not_found (404)
+    ├── Conflict                     conflict (409)
+    ├── ReceiptInvalid               receipt_invalid (400)
+    ├── QueueFull                    queue_full (503)
+    ├── BackplaneUnavailable         backplane_unavailable (503)
+    └── Overloaded                   overloaded (503)
+
+Foreign errors (Redis, SQLite, pydantic) are translated into these at the boundary
+that raised them, so nothing above `fanout/` ever sees a driver exception.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HeraldError(Exception):
+    """Root of every error Herald reports to a client."""
+
+    code: str = "internal"
+    status: int = 500
+
+    def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, Any]:
+        """The body of an HTTP error or the fields of a WebSocket `error` frame."""
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            out["details"] = self.details
+        return out
+
+
+class InvalidTopic(HeraldError):
+    code = "invalid_topic"
+    status = 400
+
+
+class InvalidFilter(HeraldError):
+    code = "invalid_filter"
+    status = 400
+
+
+class InvalidRequest(HeraldError):
+    code = "invalid_request"
+    status = 400
+
+
+class PayloadTooLarge(HeraldError):
+    code = "payload_too_large"
+    status = 413
+
+
+class Unauthorized(HeraldError):
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(HeraldError):
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(HeraldError):
+    code = "not_found"
+    status = 404
+
+
+class QueueNotFound(NotFound):
+    code = "queue_not_found"
+
+
+class Conflict(HeraldError):
+    code = "conflict"
+    status = 409
+
+
+class ReceiptInvalid(HeraldError):
+    code = "receipt_invalid"
+    status = 400
+
+
+class QueueFull(HeraldError):
+    code = "queue_full"
+    status = 503
+
+
+class BackplaneUnavailable(HeraldError):
+    code = "backplane_unavailable"
+    status = 503
+
+
+class Overloaded(HeraldError):
+    code = "overloaded"
+    status = 503
