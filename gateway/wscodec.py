@@ -152,6 +152,9 @@ class FrameParser:
                     break
                 n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
                 head = 10
+            fin = b0 & 0x80
+            if opcode >= 0x8 and (not fin or n > 125):
+                raise ProtocolViolation(1002, "control frames must be final and short")
             if n > self.max_size or self._frag_size + n > self.max_size:
                 raise ProtocolViolation(1009, "message too big")
             start = pos + head + 4
@@ -159,10 +162,7 @@ class FrameParser:
                 break
             payload = unmask(bytes(buf[start : start + n]), bytes(buf[pos + head : start]))
             pos = start + n
-            fin = b0 & 0x80
             if opcode >= 0x8:
-                if not fin or n > 125:
-                    raise ProtocolViolation(1002, "control frames must be final and short")
                 out.append((opcode, payload))
             elif opcode == OP_CONT:
                 if self._frag is None:

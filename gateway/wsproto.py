@@ -57,7 +57,7 @@ CLOSE_RESTART = 1012
 CLOSE_TRY_LATER = 1013
 CLOSE_UNAUTHORIZED = 4401
 MAX_BAD_FRAMES = 10
-CLOSE_GRACE_S = 2.0
+CLOSE_GRACE_S = 5.0  # how long a closing peer may stall before it is aborted
 
 _HANDSHAKE, _AUTH, _OPEN, _CLOSING, _CLOSED = range(5)
 _PING = frame(OP_PING, b"")
@@ -139,7 +139,11 @@ class HeraldWebSocket(asyncio.Protocol):
         try:
             messages = self._parser.feed(data)
         except ProtocolViolation as exc:
+            # RFC 6455 7.1.7 "fail the connection": the parser cannot resync, so send
+            # the close frame and drop TCP once it is flushed.
+            self._parser = None
             self.close(exc.code, exc.reason)
+            self.transport.close()
             return
         for opcode, payload in messages:
             if self._state == _CLOSED:
@@ -271,8 +275,7 @@ class HeraldWebSocket(asyncio.Protocol):
 
     def on_dead(self) -> None:
         log.info("closing a connection that did not answer ping")
-        self._state = _CLOSED
-        self.transport.abort()
+        self.transport.abort()  # connection_lost does the bookkeeping
 
     def on_slow(self) -> None:
         """`disconnect` policy: its buffer is full, so tell it 1013 and let go."""

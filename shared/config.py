@@ -11,7 +11,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.errors import InvalidTopic
 from shared.topics import pattern_matches, validate_pattern
+
+
+def _pattern(value: str) -> str:
+    # pydantic reports ValueError as a validation error; InvalidTopic would escape it.
+    try:
+        return validate_pattern(value)
+    except InvalidTopic as exc:
+        raise ValueError(exc.message) from None
 
 
 class HistoryRule(BaseModel):
@@ -24,7 +33,7 @@ class HistoryRule(BaseModel):
     @field_validator("pattern")
     @classmethod
     def _valid_pattern(cls, v: str) -> str:
-        return validate_pattern(v)
+        return _pattern(v)
 
 
 class Settings(BaseSettings):
@@ -78,7 +87,7 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_min_batch(cls, v: dict[str, int]) -> dict[str, int]:
         for pattern, ms in v.items():
-            validate_pattern(pattern)
+            _pattern(pattern)
             if not 0 <= ms <= 60_000:
                 raise ValueError(f"min_batch_ms for {pattern!r} must be 0..60000")
         return v

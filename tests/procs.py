@@ -137,14 +137,14 @@ class HeraldServer:
             **self.env,
         }
         self.log = self.data_dir / "herald.log"
-        logf = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve"],
-            env=env,
-            cwd=ROOT,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-        )
+        with self.log.open("ab") as logf:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "serve"],
+                env=env,
+                cwd=ROOT,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+            )
         wait_port(self.port, timeout, proc=self.proc)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
