@@ -59,7 +59,10 @@ def serve(
 def publish(
     topic: str,
     data: Annotated[str, typer.Argument(help="JSON data (plain text is sent as a string)")],
-    attr: Annotated[list[str] | None, typer.Option(help="Attribute k=v (repeatable)")] = None,
+    attr: Annotated[
+        list[str] | None,
+        typer.Option(help="Attribute k=v (string) or k:=v (JSON number/bool); repeatable"),
+    ] = None,
     msg_id: Annotated[str | None, typer.Option("--id", help="Idempotency key")] = None,
     url: Url = "http://127.0.0.1:8080",
     token: Token = None,
@@ -121,15 +124,21 @@ async def _tail(
 
 
 def _attrs(pairs: list[str] | None) -> dict[str, Any]:
+    """`k=v` gives a string; `k:=v` parses v as JSON (a number or boolean), as httpie does."""
     out: dict[str, Any] = {}
     for pair in pairs or []:
         k, sep, v = pair.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"attribute {pair!r} is not k=v")
-        try:
-            parsed = json.loads(v)
-            out[k] = parsed if isinstance(parsed, int | float | bool) else v
-        except json.JSONDecodeError:
+        if not sep or not k:
+            raise typer.BadParameter(f"attribute {pair!r} is not k=v or k:=v")
+        if k.endswith(":"):
+            try:
+                value = json.loads(v)
+            except json.JSONDecodeError:
+                raise typer.BadParameter(f"attribute {pair!r}: {v!r} is not JSON") from None
+            if not isinstance(value, int | float | bool):
+                raise typer.BadParameter(f"attribute {pair!r} must be a number or boolean")
+            out[k[:-1]] = value
+        else:
             out[k] = v
     return out
 

@@ -41,9 +41,8 @@ from shared.auth import Principal, bearer
 from shared.errors import Forbidden, HeraldError, InvalidRequest, Unauthorized
 
 if TYPE_CHECKING:
-    from fanout.queues.consumer import QueueConsumer
-
     from fanout.node import Node
+    from fanout.queues.consumer import QueueConsumer
     from gateway.edge import Edge
 
 log = logging.getLogger("herald.ws")

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from procs import RedisServer  # noqa: E402
+from procs import RedisServer
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 import httpx
 import jwt
 import pytest
-from procs import MS, HeraldServer
 from websockets.exceptions import ConnectionClosed
+
+from procs import MS, HeraldServer
 from wsclient import (
     RawClient,
     assert_silent,
