@@ -146,6 +146,7 @@ class Hub:
         self._immediate: list[Group] = []
         self._timers: list[tuple[float, int, Group]] = []
         self._seq = 0
+        self._lagging: set[Group] = set()  # groups owing someone a `lagged` notice
         self.stats = HubStats()
 
     # ---- subscriptions -------------------------------------------------------
@@ -373,6 +374,7 @@ class Hub:
                     sink.on_slow()
                 else:
                     lagged[sink] = lagged.get(sink, 0) + count
+                    self._lagging.add(group)
 
     def _lagged_frame(self, group: Group, dropped: int) -> bytes:
         self.stats.lagged_notices += 1
@@ -386,10 +388,10 @@ class Hub:
         never hear how much it missed.
         """
         limit = self._limit
-        for group in list(self._groups.values()):
-            if not group.lagged:
-                continue
+        for group in list(self._lagging):
             for sink in list(group.lagged):
                 t = sink.transport
                 if t.get_write_buffer_size() < limit // 2:
                     t.write(self._lagged_frame(group, group.lagged.pop(sink)))
+            if not group.lagged or group.key not in self._groups:
+                self._lagging.discard(group)
