@@ -165,24 +165,24 @@ def consume(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
         conn.send(job)
 
     async def run() -> None:
-        await service.get(queue)  # 404 queue_not_found before we say "consuming"
         consumer = QueueConsumer(service, queue, prefetch, vt, send_job)
+        await consumer.start()  # queue_not_found before we say "consuming"
         consumers[queue] = consumer
+        # Synchronous after start(): the reply goes out before the first job.
         _reply(conn, cmd, "consuming", queue=queue)
-        consumer.start()
 
     conn.spawn(cmd.get("id"), run())
 
 
-def _consumer_for(conn: HeraldWebSocket, cmd: dict[str, Any]) -> Any:
+def _consumer_for(conn: HeraldWebSocket, cmd: dict[str, Any], receipt: str) -> Any:
     consumers = conn.consumers()
     queue = cmd.get("queue")
     if isinstance(queue, str) and queue in consumers:
         return consumers[queue]
-    if queue is None and len(consumers) == 1:
-        return next(iter(consumers.values()))
-    # With several consumers the queue must be named: receipts are opaque.
-    raise ReceiptInvalid("name the 'queue' this receipt came from (no consumer for it here)")
+    for consumer in consumers.values():
+        if consumer.owns(receipt):
+            return consumer
+    raise ReceiptInvalid("no consumer on this connection holds that receipt")
 
 
 def ack(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
@@ -195,7 +195,7 @@ def ack(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
         or not all(isinstance(r, str) for r in receipts)
     ):
         raise InvalidRequest("'receipt' or 'receipts' is required")
-    consumer = _consumer_for(conn, cmd)
+    consumer = _consumer_for(conn, cmd, receipts[0])
 
     async def run() -> None:
         results = await consumer.ack(receipts)
@@ -209,7 +209,7 @@ def nack(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
     delay = cmd.get("delay", 0)
     if not isinstance(receipt, str):
         raise InvalidRequest("'receipt' is required")
-    consumer = _consumer_for(conn, cmd)
+    consumer = _consumer_for(conn, cmd, receipt)
 
     async def run() -> None:
         await consumer.nack(receipt, delay)
@@ -223,7 +223,7 @@ def extend(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
     timeout = cmd.get("visibility_timeout")
     if not isinstance(receipt, str) or not isinstance(timeout, int | float):
         raise InvalidRequest("'receipt' and 'visibility_timeout' are required")
-    consumer = _consumer_for(conn, cmd)
+    consumer = _consumer_for(conn, cmd, receipt)
 
     async def run() -> None:
         await consumer.extend(receipt, timeout)

@@ -1,0 +1,387 @@
+"""The Redis queue store: shared by every gateway process (engine `redis`).
+
+Every message state change is one Lua script on one queue's keys (see
+`redis_scripts`, `redis_keys`). Moves between queues (dead-letter, redrive) are
+two steps across two hash slots, made safe by an outbox: the source atomically
+moves the message into its outbox, the destination imports it idempotently (a
+move id it has seen is a no-op), then the outbox entry is dropped. A crash in
+between leaves the entry in the outbox, and the next drain finishes the move,
+neither losing nor duplicating the message.
+
+Long polling: a receive that finds nothing marks the queue as `waiting`; a send
+on any process then publishes on the queue's wake channel, which every process
+listens to (one PSUBSCRIBE), so a waiting receive returns as soon as a message
+arrives, wherever it was sent.
+
+Redis errors become `BackplaneUnavailable` here. Scripts are never retried
+automatically after a connection error (the script may have run): the caller
+gets a 503 and retries, and a send with a `dedup_id` is then not duplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from fanout.queues.model import (
+    Entry,
+    QueueAttrs,
+    decode_payload,
+    empty_stats,
+    new_receipt_base,
+)
+from fanout.queues.redis_keys import META, OUTBOX, RedisKeys
+from fanout.queues.redis_scripts import SCRIPTS
+from fanout.queues.service import Clock, QueueService, QueueSubscription
+from shared.errors import (
+    BackplaneUnavailable,
+    HeraldError,
+    PayloadTooLarge,
+    QueueFull,
+    QueueNotFound,
+    ReceiptInvalid,
+)
+
+log = logging.getLogger("herald.queues.redis")
+T = TypeVar("T")
+
+_REDRIVE_PAGE = 500
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisQueueService(QueueService):
+    """Queues in Redis (use AOF with `appendfsync always` and `noeviction`)."""
+
+    def __init__(self, url: str, clock: Clock, *, namespace: str = "herald") -> None:
+        super().__init__(clock)
+        self.keys = RedisKeys(namespace)
+        self._redis: Redis = Redis.from_url(url, retry=Retry(NoBackoff(), 0))
+        self._scripts = {name: self._redis.register_script(src) for name, src in SCRIPTS.items()}
+        self._listener: asyncio.Task[None] | None = None
+        self._subs_version: bytes | None = None
+
+    # ---- plumbing -------------------------------------------------------------------
+
+    async def _io(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except RedisError as exc:
+            raise BackplaneUnavailable(f"queue store unavailable: {exc}") from None
+
+    def _argv(self, name: str, args: builtins.list[Any]) -> builtins.list[Any]:
+        now = self.clock()
+        return [self.keys.wake_channel(name), repr(now), int(now * 1000), *args]
+
+    async def _script(
+        self,
+        script: str,
+        name: str,
+        args: builtins.list[Any],
+        client: Redis | Pipeline | None = None,
+    ) -> Any:
+        return await self._io(
+            self._scripts[script](keys=self.keys.queue(name), args=self._argv(name, args),
+                                  client=client)
+        )
+
+    async def _open(self) -> None:
+        self._listener = asyncio.create_task(self._listen())
+        with contextlib.suppress(RedisError):
+            config: dict[Any, Any] = await self._redis.config_get("maxmemory-policy")
+            policy = config.get(b"maxmemory-policy")
+            if policy not in (None, b"noeviction"):
+                log.warning("Redis maxmemory-policy is %r: queue messages may be evicted; "
+                            "use noeviction", policy)
+        await self._drain_all()
+
+    async def _close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await self._redis.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except RedisError:
+            return False
+
+    async def _listen(self) -> None:
+        """Wake local waiters on sends anywhere; reload subscriptions when they change."""
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(self.keys.wake_pattern)
+                await pubsub.subscribe(self.keys.subscriptions_channel)
+                async for msg in pubsub.listen():
+                    channel = _text(msg["channel"])
+                    if msg["type"] == "pmessage":
+                        self._wake(self.keys.queue_of_wake_channel(channel))
+                    elif channel == self.keys.subscriptions_channel:
+                        with contextlib.suppress(HeraldError):
+                            self._install_subscriptions(await self._load_subscriptions())
+            except (RedisError, OSError) as exc:
+                # Waiters fall back to polling every tick until we are back.
+                log.warning("queue wake-up listener lost Redis (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _housekeep(self) -> None:
+        version = await self._io(self._redis.get(self.keys.subscriptions_version))
+        if version != self._subs_version:
+            self._install_subscriptions(await self._load_subscriptions())
+        await self._all_stats()  # each stats script also expires and promotes
+        await self._drain_all()
+
+    # ---- outbox moves ----------------------------------------------------------------
+
+    async def _drain_all(self) -> None:
+        names = await self._names()
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hlen(self.keys.queue(name)[OUTBOX])
+        for name, pending in zip(names, await self._io(pipe.execute()), strict=True):
+            if pending:
+                await self._drain(name)
+
+    async def _drain(self, name: str) -> tuple[dict[str, int], int]:
+        """Finish the moves waiting in `name`'s outbox: (landed by kind, put back)."""
+        outbox = self.keys.queue(name)[OUTBOX]
+        landed: dict[str, int] = {}
+        restored = 0
+        for move_id, raw in (await self._io(self._redis.hgetall(outbox))).items():
+            rec = orjson.loads(raw)
+            result = _text(await self._script("import", rec["dest"], [move_id, raw, rec["kind"]]))
+            if result in ("ok", "dup"):
+                await self._io(self._redis.hdel(outbox, move_id))
+                if result == "ok":
+                    landed[rec["kind"]] = landed.get(rec["kind"], 0) + 1
+            elif result == "notfound":  # destination deleted: the message goes back
+                restored += _text(
+                    await self._script("import", name, [move_id, "", "restore"])
+                ) == "ok"
+        return landed, restored
+
+    # ---- queues ---------------------------------------------------------------------
+
+    async def _names(self) -> builtins.list[str]:
+        return sorted(_text(n) for n in await self._io(self._redis.smembers(self.keys.registry)))
+
+    async def _load_attrs(self, name: str) -> QueueAttrs | None:
+        raw = await self._io(self._redis.hget(self.keys.queue(name)[META], "attrs"))
+        return QueueAttrs.from_json(raw) if raw else None
+
+    async def _save_attrs(self, attrs: QueueAttrs) -> None:
+        # Registry first: a crash in between leaves a listed name without a queue
+        # (skipped when listing), never a queue that cannot be listed.
+        await self._io(self._redis.sadd(self.keys.registry, attrs.name))
+        await self._io(self._redis.hset(self.keys.queue(attrs.name)[META], "attrs",
+                                        attrs.to_json()))
+
+    def _parse_stats(self, raw: Any) -> dict[str, Any] | None:
+        if not raw:
+            return None
+        attrs = QueueAttrs.from_json(raw[0])
+        stats = empty_stats()
+        oldest = _text(raw[4])
+        stats.update(
+            visible=int(raw[1]),
+            in_flight=int(raw[2]),
+            delayed=int(raw[3]),
+            oldest_age_s=round(max(self.clock() - int(oldest) / 1000, 0.0), 3) if oldest else 0.0,
+            sent_total=int(raw[5]),
+            received_total=int(raw[6]),
+            deleted_total=int(raw[7]),
+            dead_lettered_total=int(raw[8]),
+        )
+        return {**attrs.as_dict(), **stats}
+
+    async def _get(self, name: str) -> dict[str, Any]:
+        stats = self._parse_stats(await self._script("stats", name, []))
+        if stats is None:
+            raise QueueNotFound(f"queue {name!r} does not exist", details={"queue": name})
+        return stats
+
+    async def _all_stats(self) -> dict[str, dict[str, Any]]:
+        names = await self._names()
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            await self._script("stats", name, [], client=pipe)
+        out: dict[str, dict[str, Any]] = {}
+        for name, raw in zip(names, await self._io(pipe.execute()), strict=True):
+            stats = self._parse_stats(raw)
+            if stats is not None:
+                out[name] = stats
+        return out
+
+    async def _list(self) -> builtins.list[dict[str, Any]]:
+        return builtins.list((await self._all_stats()).values())
+
+    async def _delete(self, name: str) -> None:
+        await self._drain(name)
+        if not await self._script("delete", name, []):
+            raise QueueNotFound(f"queue {name!r} does not exist", details={"queue": name})
+        await self._io(self._redis.srem(self.keys.registry, name))
+
+    async def _purge(self, name: str) -> int:
+        n = int(await self._script("purge", name, []))
+        if n < 0:
+            raise QueueNotFound(f"queue {name!r} does not exist", details={"queue": name})
+        return n
+
+    # ---- sending --------------------------------------------------------------------
+
+    @staticmethod
+    def _send_args(entries: builtins.list[Entry]) -> builtins.list[Any]:
+        args: builtins.list[Any] = []
+        for e in entries:
+            args += [e.id, e.payload, e.priority, "" if e.delay is None else repr(e.delay),
+                     e.group_id or "", e.dedup_id or "", e.content_hash or ""]
+        return args
+
+    @staticmethod
+    def _send_results(name: str, raw: builtins.list[Any]) -> builtins.list[dict[str, Any]]:
+        if raw and _text(raw[0]) == "notfound":
+            raise QueueNotFound(f"queue {name!r} does not exist", details={"queue": name})
+        results: builtins.list[dict[str, Any]] = []
+        for kind, value in zip(raw[::2], raw[1::2], strict=True):
+            k = _text(kind)
+            if k == "id":
+                results.append({"id": _text(value)})
+            elif k == "payload_too_large":
+                results.append({"error": PayloadTooLarge(
+                    f"message is {_text(value)} bytes, over max_message_bytes of queue {name!r}",
+                    details={"queue": name})})
+            else:
+                results.append({"error": QueueFull(
+                    f"queue {name!r} holds its max_depth of messages", details={"queue": name})})
+        return results
+
+    async def _send(
+        self, name: str, entries: builtins.list[Entry]
+    ) -> builtins.list[dict[str, Any]]:
+        raw = await self._script("send", name, self._send_args(entries))
+        self._wake(name)
+        return self._send_results(name, raw)
+
+    async def _enqueue(
+        self, by_queue: dict[str, builtins.list[Entry]]
+    ) -> builtins.list[HeraldError]:
+        # One script per queue, all in one pipelined round trip.
+        pipe = self._redis.pipeline(transaction=False)
+        names = builtins.list(by_queue)
+        for name in names:
+            await self._script("send", name, self._send_args(by_queue[name]), client=pipe)
+        errors: builtins.list[HeraldError] = []
+        for name, raw in zip(names, await self._io(pipe.execute()), strict=True):
+            self._wake(name)
+            with contextlib.suppress(QueueNotFound):  # deleted since subscribing
+                errors += [r["error"] for r in self._send_results(name, raw) if "error" in r]
+        return errors
+
+    # ---- receiving ------------------------------------------------------------------
+
+    async def _receive_once(
+        self, name: str, count: int, vt: float | None, wait_s: float
+    ) -> tuple[builtins.list[dict[str, Any]], float | None]:
+        wait_ms = int(wait_s * 1000) + 1000 if wait_s > 0 else 0
+        raw = await self._script(
+            "receive", name,
+            [name, count, "" if vt is None else repr(vt), new_receipt_base(), wait_ms],
+        )
+        if _text(raw[0]) == "notfound":
+            raise QueueNotFound(f"queue {name!r} does not exist", details={"queue": name})
+        next_due, moved, flat = raw
+        msgs: builtins.list[dict[str, Any]] = []
+        for i in range(0, len(flat), 6):
+            msg_id, token, payload, rc, sent_at, first = flat[i:i + 6]
+            body, attributes = decode_payload(payload)
+            msgs.append({
+                "id": _text(msg_id), "receipt": f"{_text(msg_id)}.{_text(token)}",
+                "body": body, "attributes": attributes, "receive_count": int(rc),
+                "sent_at": int(sent_at), "first_received_at": int(first),
+            })
+        due = _text(next_due)
+        if moved and (await self._drain(name))[1] and len(msgs) < count:
+            # Its dead-letter queue was gone, so the message came back: deliver it now.
+            more, _ = await self._receive_once(name, count - len(msgs), vt, wait_s)
+            msgs += more
+        return msgs, float(due) if due else None
+
+    async def _ack(self, name: str, pairs: builtins.list[tuple[str, str]]) -> builtins.list[bool]:
+        raw = await self._script("ack", name, [x for pair in pairs for x in pair])
+        if raw and _text(raw[0]) == "notfound":
+            raise QueueNotFound(f"queue {name!r} does not exist", details={"queue": name})
+        return [bool(int(x)) for x in raw]
+
+    async def _change_visibility(
+        self, name: str, msg_id: str, token: str, seconds: float, *, release: bool
+    ) -> None:
+        result = _text(await self._script(
+            "change_visibility", name, [msg_id, token, repr(seconds), "1" if release else "0"]
+        ))
+        if result == "notfound":
+            raise QueueNotFound(f"queue {name!r} does not exist", details={"queue": name})
+        if result == "invalid":
+            raise ReceiptInvalid("receipt is not the latest of an in-flight message")
+        if seconds == 0:
+            self._wake(name)
+
+    async def _redrive(self, dlq: str) -> int:
+        cursor = 0
+        while True:
+            scanned, cursor, _ = await self._script(
+                "redrive", dlq, [new_receipt_base(), _REDRIVE_PAGE, cursor]
+            )
+            if scanned < 0:
+                raise QueueNotFound(f"queue {dlq!r} does not exist", details={"queue": dlq})
+            if scanned < _REDRIVE_PAGE:
+                break
+        landed, _ = await self._drain(dlq)
+        return landed.get("redrive", 0)
+
+    # ---- subscriptions ----------------------------------------------------------------
+
+    async def _load_subscriptions(self) -> builtins.list[QueueSubscription]:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.get(self.keys.subscriptions_version)
+        pipe.hgetall(self.keys.subscriptions)
+        version, raw = await self._io(pipe.execute())
+        self._subs_version = version
+        return [QueueSubscription(**orjson.loads(v)) for v in raw.values()]
+
+    async def _publish_subscriptions(self, change: Callable[[Pipeline], Any]) -> builtins.list[Any]:
+        pipe = self._redis.pipeline(transaction=True)
+        change(pipe)
+        pipe.incr(self.keys.subscriptions_version)
+        pipe.publish(self.keys.subscriptions_channel, "1")
+        result: builtins.list[Any] = await self._io(pipe.execute())
+        return result
+
+    async def _save_subscription(self, sub: QueueSubscription) -> None:
+        await self._publish_subscriptions(
+            lambda p: p.hset(self.keys.subscriptions, sub.id, orjson.dumps(sub.as_dict()))
+        )
+
+    async def _delete_subscription(self, sub_id: str) -> bool:
+        results = await self._publish_subscriptions(
+            lambda p: p.hdel(self.keys.subscriptions, sub_id)
+        )
+        return bool(results[0])

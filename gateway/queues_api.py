@@ -1,0 +1,272 @@
+"""HTTP API of durable queues and topic→queue subscriptions (SPEC §5).
+
+Thin handlers: parse (pydantic models, so OpenAPI documents every body),
+authorize (`require_admin`), call the node's `QueueService`, return its dicts.
+Errors are `HeraldError`s, rendered by the app's exception handler.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from fanout.queues import QueueService
+from gateway.deps import get_node, require_admin
+from shared.errors import BackplaneUnavailable
+
+router = APIRouter(dependencies=[Depends(require_admin)])
+
+Scalar = str | int | float | bool
+AttributeValue = Scalar | list[Scalar]
+
+
+def queues(request: Request) -> QueueService:
+    """The node's queue service (503 when this node runs without one)."""
+    svc: QueueService | None = get_node(request).queues
+    if svc is None:
+        raise BackplaneUnavailable("queues are not enabled on this node")
+    return svc
+
+
+Queues = Annotated[QueueService, Depends(queues)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeadLetterIn(_In):
+    queue: str = Field(description="dead-letter queue (same kind: fifo or standard)")
+    max_receive_count: int = Field(ge=1, le=1000)
+
+
+class QueueAttributesIn(_In):
+    """Attributes to set; omitted ones keep their value (defaults on create)."""
+
+    visibility_timeout: float | None = Field(None, ge=0, le=43_200, description="s, default 30")
+    delay: float | None = Field(None, ge=0, le=900, description="s, default 0")
+    retention: float | None = Field(None, ge=60, le=1_209_600, description="s, default 345600")
+    max_message_bytes: int | None = Field(None, ge=1024, le=1_048_576, description="default 262144")
+    dead_letter: DeadLetterIn | None = Field(None, description="null removes it")
+    fifo: bool | None = Field(None, description="must match the '.fifo' name suffix")
+    content_dedup: bool | None = Field(None, description="fifo only: dedup by SHA-256 of body")
+    max_depth: int | None = Field(None, ge=1, description="sends answer 503 queue_full at this")
+
+
+class QueueInfo(BaseModel):
+    name: str
+    fifo: bool
+    visibility_timeout: int | float
+    delay: int | float
+    retention: int | float
+    max_message_bytes: int
+    dead_letter: dict[str, Any] | None
+    content_dedup: bool
+    max_depth: int | None
+    created_at: int = Field(description="Unix ms")
+    visible: int = 0
+    in_flight: int = 0
+    delayed: int = 0
+    oldest_age_s: float = 0.0
+    sent_total: int = 0
+    received_total: int = 0
+    deleted_total: int = 0
+    dead_lettered_total: int = 0
+
+
+class QueueList(BaseModel):
+    queues: list[QueueInfo]
+
+
+class SendIn(_In):
+    body: Any = Field(description="any JSON value")
+    attributes: dict[str, AttributeValue] | None = None
+    delay: float | None = Field(None, ge=0, le=900, description="s; default: the queue's delay")
+    priority: int | None = Field(None, ge=0, le=9, description="higher first (standard queues)")
+    dedup_id: str | None = Field(None, min_length=1, max_length=128, description="5 min window")
+    group_id: str | None = Field(None, min_length=1, max_length=128, description="fifo: required")
+
+
+class SendOut(BaseModel):
+    id: str
+
+
+class BatchIn(_In):
+    entries: list[dict[str, Any]] = Field(
+        min_length=1, max_length=100, description="each entry as for a single send"
+    )
+
+
+class Results(BaseModel):
+    results: list[dict[str, Any]] = Field(description="per entry: {id} or {error}")
+
+
+class ReceiveIn(_In):
+    max: int = Field(1, ge=1, le=100)
+    wait: float = Field(0, ge=0, le=20, description="long poll, s")
+    visibility_timeout: float | None = Field(None, ge=0, le=43_200)
+
+
+class ReceivedMessage(BaseModel):
+    id: str
+    receipt: str
+    body: Any
+    attributes: dict[str, Any]
+    receive_count: int
+    sent_at: int = Field(description="Unix ms")
+    first_received_at: int = Field(description="Unix ms")
+
+
+class ReceiveOut(BaseModel):
+    messages: list[ReceivedMessage]
+
+
+class AckIn(_In):
+    receipts: list[str] = Field(min_length=1, max_length=100)
+
+
+class NackIn(_In):
+    receipt: str
+    delay: float = Field(0, ge=0, le=43_200, description="s until visible again")
+
+
+class VisibilityIn(_In):
+    receipt: str
+    timeout: float = Field(ge=0, le=43_200, description="s from now; 0 releases at once")
+
+
+class Ok(BaseModel):
+    ok: bool = True
+
+
+class Purged(BaseModel):
+    purged: int
+
+
+class Moved(BaseModel):
+    moved: int
+
+
+class SubscriptionIn(_In):
+    topic: str = Field(description="topic or pattern, e.g. orders.>")
+    queue: str
+    filter_policy: dict[str, Any] | None = Field(None, description="SNS-style filter policy")
+
+
+class SubscriptionOut(BaseModel):
+    id: str
+    topic: str
+    queue: str
+    filter_policy: dict[str, Any] | None
+    created_at: int
+
+
+class SubscriptionList(BaseModel):
+    subscriptions: list[SubscriptionOut]
+
+
+# ---- queues --------------------------------------------------------------------------------
+
+
+@router.put("/v1/queues/{name}", response_model=QueueInfo, tags=["queues"])
+async def put_queue(
+    name: str, svc: Queues, attrs: Annotated[QueueAttributesIn | None, Body()] = None
+) -> dict[str, Any]:
+    """Create a queue or update its attributes."""
+    await svc.create_or_update(name, attrs.model_dump(exclude_unset=True) if attrs else {})
+    return await svc.get(name)
+
+
+@router.get("/v1/queues", response_model=QueueList, tags=["queues"])
+async def list_queues(svc: Queues) -> dict[str, Any]:
+    return {"queues": await svc.list()}
+
+
+@router.get("/v1/queues/{name}", response_model=QueueInfo, tags=["queues"])
+async def get_queue(name: str, svc: Queues) -> dict[str, Any]:
+    return await svc.get(name)
+
+
+@router.delete("/v1/queues/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["queues"])
+async def delete_queue(name: str, svc: Queues) -> Response:
+    await svc.delete(name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/v1/queues/{name}/purge", response_model=Purged, tags=["queues"])
+async def purge_queue(name: str, svc: Queues) -> dict[str, Any]:
+    return {"purged": await svc.purge(name)}
+
+
+# ---- messages ------------------------------------------------------------------------------
+
+
+@router.post("/v1/queues/{name}/messages", status_code=201, response_model=SendOut,
+             tags=["queues"])
+async def send_message(name: str, msg: SendIn, svc: Queues) -> dict[str, Any]:
+    return await svc.send(name, msg.model_dump(exclude_unset=True))
+
+
+@router.post("/v1/queues/{name}/messages/batch", response_model=Results, tags=["queues"])
+async def send_batch(name: str, batch: BatchIn, svc: Queues) -> dict[str, Any]:
+    """Up to 100 entries; one bad entry does not fail the others."""
+    return {"results": await svc.send_batch(name, batch.entries)}
+
+
+@router.post("/v1/queues/{name}/receive", response_model=ReceiveOut, tags=["queues"])
+async def receive_messages(
+    name: str, svc: Queues, req: Annotated[ReceiveIn | None, Body()] = None
+) -> dict[str, Any]:
+    """Claim visible messages, long-polling up to `wait` seconds."""
+    r = req or ReceiveIn()
+    msgs = await svc.receive(name, max=r.max, wait=r.wait,
+                             visibility_timeout=r.visibility_timeout)
+    return {"messages": msgs}
+
+
+@router.post("/v1/queues/{name}/ack", response_model=Results, tags=["queues"])
+async def ack_messages(name: str, req: AckIn, svc: Queues) -> dict[str, Any]:
+    """Delete messages by receipt; per receipt `{receipt, ok}` or `{receipt, error}`."""
+    return {"results": await svc.ack(name, req.receipts)}
+
+
+@router.post("/v1/queues/{name}/nack", response_model=Ok, tags=["queues"])
+async def nack_message(name: str, req: NackIn, svc: Queues) -> dict[str, Any]:
+    await svc.nack(name, req.receipt, req.delay)
+    return {"ok": True}
+
+
+@router.post("/v1/queues/{name}/visibility", response_model=Ok, tags=["queues"])
+async def change_visibility(name: str, req: VisibilityIn, svc: Queues) -> dict[str, Any]:
+    await svc.change_visibility(name, req.receipt, req.timeout)
+    return {"ok": True}
+
+
+@router.post("/v1/queues/{name}/redrive", response_model=Moved, tags=["queues"])
+async def redrive(name: str, svc: Queues) -> dict[str, Any]:
+    """Move the dead-lettered messages of queue `name` back to their source queues."""
+    return {"moved": await svc.redrive(name)}
+
+
+# ---- topic → queue subscriptions -------------------------------------------------------------
+
+
+@router.post("/v1/subscriptions", status_code=201, response_model=SubscriptionOut,
+             tags=["subscriptions"])
+async def create_subscription(req: SubscriptionIn, svc: Queues) -> dict[str, Any]:
+    """Enqueue every message published on matching topics (and passing the filter)."""
+    return await svc.create_subscription(req.topic, req.queue, req.filter_policy)
+
+
+@router.get("/v1/subscriptions", response_model=SubscriptionList, tags=["subscriptions"])
+async def list_subscriptions(svc: Queues) -> dict[str, Any]:
+    return {"subscriptions": await svc.list_subscriptions()}
+
+
+@router.delete("/v1/subscriptions/{sub_id}", status_code=status.HTTP_204_NO_CONTENT,
+               tags=["subscriptions"])
+async def delete_subscription(sub_id: str, svc: Queues) -> Response:
+    await svc.delete_subscription(sub_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
