@@ -148,9 +148,11 @@ def bench(
     quick: Annotated[bool, typer.Option(help="Smaller, faster run")] = False,
 ) -> None:
     """Run the fanout benchmarks in loadtest/ (see docs/BENCHMARKS.md)."""
-    from loadtest import bench as runner
+    import importlib
 
-    raise typer.Exit(runner.main(quick=quick))
+    # loadtest/ ships in the repo, not in the wheel's runtime path: import lazily.
+    runner = importlib.import_module("loadtest.bench")
+    raise typer.Exit(int(runner.main(quick=quick)))
 
 
 def main() -> None:
