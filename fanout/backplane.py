@@ -95,6 +95,17 @@ class Backplane(abc.ABC):
     def ready(self) -> bool:
         """True while messages can be published and delivered."""
 
+    # True when `watch` takes effect at once (no round trip to confirm).
+    live_is_immediate: bool = True
+
+    async def live(self, pattern: str) -> bool:
+        """Wait until subscribers of a watched `pattern` really receive messages.
+
+        `watch` is synchronous; a backplane that confirms subscriptions remotely
+        overrides this so `subscribed` is not answered before delivery works.
+        """
+        return True
+
     def stats(self) -> dict[str, int]:
         """Counters for /metrics (messages in/out, reconnects, resubscribes)."""
         return {}

@@ -29,7 +29,7 @@ def make_backplane(settings: Settings) -> Backplane:
     if settings.engine == "redis":
         from fanout.redis_backplane import RedisBackplane
 
-        return RedisBackplane(settings.redis_url)
+        return RedisBackplane(settings.backplane_url or settings.redis_url)
     from fanout.memory import MemoryBackplane
 
     return MemoryBackplane()

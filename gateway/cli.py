@@ -33,6 +33,9 @@ Token = Annotated[str | None, typer.Option(envvar="HERALD_TOKEN", help="API key 
 def serve(
     engine: Annotated[str | None, typer.Option(help="memory (embedded) or redis")] = None,
     redis_url: Annotated[str | None, typer.Option(help="Redis or Redis Cluster URL")] = None,
+    backplane_url: Annotated[
+        str | None, typer.Option(help="Redis (Cluster) for pub/sub and history only")
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Embedded store directory")] = None,
     host: Annotated[str | None, typer.Option()] = None,
     port: Annotated[int | None, typer.Option()] = None,

@@ -65,11 +65,28 @@ def subscribe(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
         and "*" not in shape.pattern
         and not shape.pattern.endswith(">")
     )
-    if not wants_history:
+    if wants_history:
+        conn.spawn(cmd.get("id"), _resume(conn, cmd, shape, since, epoch))
+    elif node.backplane.live_is_immediate:
         group = node.hub.subscribe(conn, shape)
         _reply(conn, cmd, "subscribed", sub=group.key, topic=shape.pattern)
-        return
-    conn.spawn(cmd.get("id"), _resume(conn, cmd, shape, since, epoch))
+    else:
+        conn.spawn(cmd.get("id"), _subscribe_confirmed(conn, cmd, shape))
+
+
+async def _subscribe_confirmed(conn: HeraldWebSocket, cmd: dict[str, Any], shape: Shape) -> None:
+    """Reply only once the backplane delivers for the pattern, so a message published
+    right after `subscribed` is not missed; what arrives meanwhile follows the reply."""
+    node = conn.node
+    group = node.hub.subscribe(conn, shape, catch_up=True)
+    try:
+        await node.backplane.live(shape.pattern)
+    except BaseException:
+        node.hub.unsubscribe(conn, group.key)
+        raise
+    owed = node.hub.finish_catch_up(conn, group.key, [])
+    _reply(conn, cmd, "subscribed", sub=group.key, topic=shape.pattern)
+    _send_owed(conn, group.key, owed)
 
 
 async def _resume(

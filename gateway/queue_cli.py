@@ -18,9 +18,7 @@ queue_app = typer.Typer(
     add_completion=False,
 )
 
-Url = Annotated[
-    str, typer.Option("--url", envvar="HERALD_URL", help="Herald base URL.")
-]
+Url = Annotated[str, typer.Option("--url", envvar="HERALD_URL", help="Herald base URL.")]
 ApiKey = Annotated[
     str | None,
     typer.Option("--api-key", envvar=["HERALD_API_KEY", "HERALD_TOKEN"], help="API key or JWT."),
@@ -129,8 +127,12 @@ def send(
     body: dict[str, Any] = {"body": value}
     if attr:
         body["attributes"] = _attrs(attr)
-    for key, v in (("delay", delay), ("priority", priority), ("group_id", group_id),
-                   ("dedup_id", dedup_id)):
+    for key, v in (
+        ("delay", delay),
+        ("priority", priority),
+        ("group_id", group_id),
+        ("dedup_id", dedup_id),
+    ):
         if v is not None:
             body[key] = v
     _call(url, api_key, "POST", f"/v1/queues/{name}/messages", body)

@@ -203,8 +203,7 @@ async def purge_queue(name: str, svc: Queues) -> dict[str, Any]:
 # ---- messages ------------------------------------------------------------------------------
 
 
-@router.post("/v1/queues/{name}/messages", status_code=201, response_model=SendOut,
-             tags=["queues"])
+@router.post("/v1/queues/{name}/messages", status_code=201, response_model=SendOut, tags=["queues"])
 async def send_message(name: str, msg: SendIn, svc: Queues) -> dict[str, Any]:
     return await svc.send(name, msg.model_dump(exclude_unset=True))
 
@@ -221,8 +220,7 @@ async def receive_messages(
 ) -> dict[str, Any]:
     """Claim visible messages, long-polling up to `wait` seconds."""
     r = req or ReceiveIn()
-    msgs = await svc.receive(name, max=r.max, wait=r.wait,
-                             visibility_timeout=r.visibility_timeout)
+    msgs = await svc.receive(name, max=r.max, wait=r.wait, visibility_timeout=r.visibility_timeout)
     return {"messages": msgs}
 
 
@@ -253,8 +251,9 @@ async def redrive(name: str, svc: Queues) -> dict[str, Any]:
 # ---- topic → queue subscriptions -------------------------------------------------------------
 
 
-@router.post("/v1/subscriptions", status_code=201, response_model=SubscriptionOut,
-             tags=["subscriptions"])
+@router.post(
+    "/v1/subscriptions", status_code=201, response_model=SubscriptionOut, tags=["subscriptions"]
+)
 async def create_subscription(req: SubscriptionIn, svc: Queues) -> dict[str, Any]:
     """Enqueue every message published on matching topics (and passing the filter)."""
     return await svc.create_subscription(req.topic, req.queue, req.filter_policy)
@@ -265,8 +264,9 @@ async def list_subscriptions(svc: Queues) -> dict[str, Any]:
     return {"subscriptions": await svc.list_subscriptions()}
 
 
-@router.delete("/v1/subscriptions/{sub_id}", status_code=status.HTTP_204_NO_CONTENT,
-               tags=["subscriptions"])
+@router.delete(
+    "/v1/subscriptions/{sub_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["subscriptions"]
+)
 async def delete_subscription(sub_id: str, svc: Queues) -> Response:
     await svc.delete_subscription(sub_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

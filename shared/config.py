@@ -43,6 +43,9 @@ class Settings(BaseSettings):
 
     engine: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Optional: pub/sub and topic history on their own Redis (e.g. a Cluster) while
+    # queues stay on `redis_url` (docs/redis.md).
+    backplane_url: str | None = None
     data_dir: Path = Path("./data")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)

@@ -43,8 +43,10 @@ class QueueConsumer:
         self.service = service
         self.queue = queue
         self.prefetch = integer(prefetch, "prefetch", 1, MAX_PREFETCH)
-        self._vt = None if visibility_timeout is None else number(
-            visibility_timeout, "visibility_timeout", 0, MAX_VISIBILITY_S
+        self._vt = (
+            None
+            if visibility_timeout is None
+            else number(visibility_timeout, "visibility_timeout", 0, MAX_VISIBILITY_S)
         )
         self._send_job = send_job
         self._outstanding: dict[str, float] = {}  # receipt -> visibility deadline (clock s)
@@ -87,7 +89,9 @@ class QueueConsumer:
                 continue
             try:
                 msgs = await self.service.receive(
-                    self.queue, max=min(free, MAX_BATCH), wait=MAX_WAIT_S,
+                    self.queue,
+                    max=min(free, MAX_BATCH),
+                    wait=MAX_WAIT_S,
                     visibility_timeout=self._vt,
                 )
             except HeraldError as exc:
@@ -133,7 +137,9 @@ class QueueConsumer:
             self._forget([receipt])
 
     async def extend(
-        self, receipt: str, timeout: float  # noqa: ASYNC109 - a visibility timeout
+        self,
+        receipt: str,
+        timeout: float,  # noqa: ASYNC109 - a visibility timeout
     ) -> None:
         """Keep a job hidden `timeout` more seconds from now (0 gives it back)."""
         await self.service.change_visibility(self.queue, receipt, timeout)

@@ -166,7 +166,7 @@ def _dead_letter(name: str, value: object) -> DeadLetter | None:
     if value is None:
         return None
     if not isinstance(value, Mapping) or set(value) != {"queue", "max_receive_count"}:
-        raise InvalidRequest("'dead_letter' must be {\"queue\": name, \"max_receive_count\": n}")
+        raise InvalidRequest('\'dead_letter\' must be {"queue": name, "max_receive_count": n}')
     dlq = validate_name(value["queue"])
     if dlq == name:
         raise InvalidRequest("a queue cannot be its own dead-letter queue")
@@ -268,8 +268,9 @@ def split_receipt(receipt: object) -> tuple[str, str]:
     return msg_id, token
 
 
-def receipt_error(receipt: str, message: str = "receipt is not the latest of an existing message"
-                  ) -> dict[str, Any]:
+def receipt_error(
+    receipt: str, message: str = "receipt is not the latest of an existing message"
+) -> dict[str, Any]:
     return {"receipt": receipt, "error": ReceiptInvalid(message).to_dict()}
 
 

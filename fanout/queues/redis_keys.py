@@ -93,4 +93,4 @@ class RedisKeys:
         return f"{self.ns}:wake:*"
 
     def queue_of_wake_channel(self, channel: str) -> str:
-        return channel[len(self.ns) + len(":wake:"):]
+        return channel[len(self.ns) + len(":wake:") :]

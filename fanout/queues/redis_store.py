@@ -94,8 +94,9 @@ class RedisQueueService(QueueService):
         client: Redis | Pipeline | None = None,
     ) -> Any:
         return await self._io(
-            self._scripts[script](keys=self.keys.queue(name), args=self._argv(name, args),
-                                  client=client)
+            self._scripts[script](
+                keys=self.keys.queue(name), args=self._argv(name, args), client=client
+            )
         )
 
     async def _open(self) -> None:
@@ -104,8 +105,10 @@ class RedisQueueService(QueueService):
             config: dict[Any, Any] = await self._redis.config_get("maxmemory-policy")
             policy = config.get(b"maxmemory-policy")
             if policy not in (None, b"noeviction"):
-                log.warning("Redis maxmemory-policy is %r: queue messages may be evicted; "
-                            "use noeviction", policy)
+                log.warning(
+                    "Redis maxmemory-policy is %r: queue messages may be evicted; use noeviction",
+                    policy,
+                )
         await self._drain_all()
 
     async def _close(self) -> None:
@@ -174,9 +177,9 @@ class RedisQueueService(QueueService):
                 if result == "ok":
                     landed[rec["kind"]] = landed.get(rec["kind"], 0) + 1
             elif result == "notfound":  # destination deleted: the message goes back
-                restored += _text(
-                    await self._script("import", name, [move_id, "", "restore"])
-                ) == "ok"
+                restored += (
+                    _text(await self._script("import", name, [move_id, "", "restore"])) == "ok"
+                )
         return landed, restored
 
     # ---- queues ---------------------------------------------------------------------
@@ -192,8 +195,9 @@ class RedisQueueService(QueueService):
         # Registry first: a crash in between leaves a listed name without a queue
         # (skipped when listing), never a queue that cannot be listed.
         await self._io(self._redis.sadd(self.keys.registry, attrs.name))
-        await self._io(self._redis.hset(self.keys.queue(attrs.name)[META], "attrs",
-                                        attrs.to_json()))
+        await self._io(
+            self._redis.hset(self.keys.queue(attrs.name)[META], "attrs", attrs.to_json())
+        )
 
     def _parse_stats(self, raw: Any) -> dict[str, Any] | None:
         if not raw:
@@ -252,8 +256,15 @@ class RedisQueueService(QueueService):
     def _send_args(entries: builtins.list[Entry]) -> builtins.list[Any]:
         args: builtins.list[Any] = []
         for e in entries:
-            args += [e.id, e.payload, e.priority, "" if e.delay is None else repr(e.delay),
-                     e.group_id or "", e.dedup_id or "", e.content_hash or ""]
+            args += [
+                e.id,
+                e.payload,
+                e.priority,
+                "" if e.delay is None else repr(e.delay),
+                e.group_id or "",
+                e.dedup_id or "",
+                e.content_hash or "",
+            ]
         return args
 
     @staticmethod
@@ -266,12 +277,24 @@ class RedisQueueService(QueueService):
             if k == "id":
                 results.append({"id": _text(value)})
             elif k == "payload_too_large":
-                results.append({"error": PayloadTooLarge(
-                    f"message is {_text(value)} bytes, over max_message_bytes of queue {name!r}",
-                    details={"queue": name})})
+                results.append(
+                    {
+                        "error": PayloadTooLarge(
+                            f"message is {_text(value)} bytes, "
+                            f"over max_message_bytes of queue {name!r}",
+                            details={"queue": name},
+                        )
+                    }
+                )
             else:
-                results.append({"error": QueueFull(
-                    f"queue {name!r} holds its max_depth of messages", details={"queue": name})})
+                results.append(
+                    {
+                        "error": QueueFull(
+                            f"queue {name!r} holds its max_depth of messages",
+                            details={"queue": name},
+                        )
+                    }
+                )
         return results
 
     async def _send(
@@ -303,7 +326,8 @@ class RedisQueueService(QueueService):
     ) -> tuple[builtins.list[dict[str, Any]], float | None]:
         wait_ms = int(wait_s * 1000) + 1000 if wait_s > 0 else 0
         raw = await self._script(
-            "receive", name,
+            "receive",
+            name,
             [name, count, "" if vt is None else repr(vt), new_receipt_base(), wait_ms],
         )
         if _text(raw[0]) == "notfound":
@@ -311,13 +335,19 @@ class RedisQueueService(QueueService):
         next_due, moved, flat = raw
         msgs: builtins.list[dict[str, Any]] = []
         for i in range(0, len(flat), 6):
-            msg_id, token, payload, rc, sent_at, first = flat[i:i + 6]
+            msg_id, token, payload, rc, sent_at, first = flat[i : i + 6]
             body, attributes = decode_payload(payload)
-            msgs.append({
-                "id": _text(msg_id), "receipt": f"{_text(msg_id)}.{_text(token)}",
-                "body": body, "attributes": attributes, "receive_count": int(rc),
-                "sent_at": int(sent_at), "first_received_at": int(first),
-            })
+            msgs.append(
+                {
+                    "id": _text(msg_id),
+                    "receipt": f"{_text(msg_id)}.{_text(token)}",
+                    "body": body,
+                    "attributes": attributes,
+                    "receive_count": int(rc),
+                    "sent_at": int(sent_at),
+                    "first_received_at": int(first),
+                }
+            )
         due = _text(next_due)
         if moved and (await self._drain(name))[1] and len(msgs) < count:
             # Its dead-letter queue was gone, so the message came back: deliver it now.
@@ -334,9 +364,11 @@ class RedisQueueService(QueueService):
     async def _change_visibility(
         self, name: str, msg_id: str, token: str, seconds: float, *, release: bool
     ) -> None:
-        result = _text(await self._script(
-            "change_visibility", name, [msg_id, token, repr(seconds), "1" if release else "0"]
-        ))
+        result = _text(
+            await self._script(
+                "change_visibility", name, [msg_id, token, repr(seconds), "1" if release else "0"]
+            )
+        )
         if result == "notfound":
             raise QueueNotFound(f"queue {name!r} does not exist", details={"queue": name})
         if result == "invalid":

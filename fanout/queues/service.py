@@ -128,9 +128,10 @@ class QueueService(abc.ABC):
         validate_name(name)
         existing = await self._load_attrs(name)
         merged = merge_attrs(name, existing, attrs, self.now_ms())
-        if merged.dead_letter is not None and await self._load_attrs(
-            merged.dead_letter.queue
-        ) is None:
+        if (
+            merged.dead_letter is not None
+            and await self._load_attrs(merged.dead_letter.queue) is None
+        ):
             raise InvalidRequest(
                 f"dead-letter queue {merged.dead_letter.queue!r} does not exist",
                 details={"queue": merged.dead_letter.queue},
@@ -209,8 +210,10 @@ class QueueService(abc.ABC):
         validate_name(name)
         count = integer(max, "max", 1, MAX_BATCH)
         wait_s = number(wait, "wait", 0, MAX_WAIT_S)
-        vt = None if visibility_timeout is None else number(
-            visibility_timeout, "visibility_timeout", 0, MAX_VISIBILITY_S
+        vt = (
+            None
+            if visibility_timeout is None
+            else number(visibility_timeout, "visibility_timeout", 0, MAX_VISIBILITY_S)
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
@@ -281,7 +284,10 @@ class QueueService(abc.ABC):
         await self._change_visibility(name, msg_id, token, d, release=True)
 
     async def change_visibility(
-        self, name: str, receipt: str, timeout: float  # noqa: ASYNC109 - visibility, SPEC §5
+        self,
+        name: str,
+        receipt: str,
+        timeout: float,  # noqa: ASYNC109 - visibility, SPEC §5
     ) -> None:
         """Keep an in-flight message hidden `timeout` s from now; 0 releases it now."""
         validate_name(name)

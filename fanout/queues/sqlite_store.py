@@ -159,8 +159,9 @@ class SqliteQueueService(QueueService):
 
     async def ping(self) -> bool:
         try:
-            return await self._run(lambda c: c.execute("SELECT 1").fetchone() is not None,
-                                   write=False)
+            return await self._run(
+                lambda c: c.execute("SELECT 1").fetchone() is not None, write=False
+            )
         except HeraldError:
             return False
 
@@ -208,10 +209,13 @@ class SqliteQueueService(QueueService):
             " FROM queues ORDER BY name"
         ):
             stats = empty_stats()
-            stats.update(zip(
-                ("sent_total", "received_total", "deleted_total", "dead_lettered_total"),
-                row[2:], strict=True,
-            ))
+            stats.update(
+                zip(
+                    ("sent_total", "received_total", "deleted_total", "dead_lettered_total"),
+                    row[2:],
+                    strict=True,
+                )
+            )
             out[row[0]] = {**QueueAttrs.from_json(row[1]).as_dict(), **stats}
         for queue, visible, in_flight, delayed, oldest in conn.execute(
             "SELECT queue, SUM(visible_at <= ?1), SUM(visible_at > ?1 AND inflight = 1),"
@@ -270,8 +274,9 @@ class SqliteQueueService(QueueService):
         conn.execute("DELETE FROM dedup WHERE queue = ? AND expires_at <= ?", (name, now))
         depth = None
         if attrs.max_depth is not None:
-            depth = conn.execute("SELECT COUNT(*) FROM messages WHERE queue = ?", (name,)
-                                 ).fetchone()[0]
+            depth = conn.execute(
+                "SELECT COUNT(*) FROM messages WHERE queue = ?", (name,)
+            ).fetchone()[0]
         results: builtins.list[dict[str, Any]] = []
         sent = 0
         for e in entries:
@@ -284,28 +289,54 @@ class SqliteQueueService(QueueService):
                     results.append({"id": row[0]})
                     continue
             if len(e.payload) > attrs.max_message_bytes:
-                results.append({"error": PayloadTooLarge(
-                    f"message is {len(e.payload)} bytes; queue {name!r} takes at most "
-                    f"{attrs.max_message_bytes}", details={"queue": name})})
+                results.append(
+                    {
+                        "error": PayloadTooLarge(
+                            f"message is {len(e.payload)} bytes; queue {name!r} takes at most "
+                            f"{attrs.max_message_bytes}",
+                            details={"queue": name},
+                        )
+                    }
+                )
                 continue
             if depth is not None and attrs.max_depth is not None:
                 if depth >= attrs.max_depth:
-                    results.append({"error": QueueFull(
-                        f"queue {name!r} holds its max_depth of {attrs.max_depth} messages",
-                        details={"queue": name})})
+                    results.append(
+                        {
+                            "error": QueueFull(
+                                f"queue {name!r} holds its max_depth of {attrs.max_depth} messages",
+                                details={"queue": name},
+                            )
+                        }
+                    )
                     continue
                 depth += 1
             delay = attrs.delay if e.delay is None else e.delay
-            conn.execute(_INSERT, (name, e.id, e.payload, e.priority, e.group_id,
-                                   int(now * 1000), now + delay, now + attrs.retention, None))
+            conn.execute(
+                _INSERT,
+                (
+                    name,
+                    e.id,
+                    e.payload,
+                    e.priority,
+                    e.group_id,
+                    int(now * 1000),
+                    now + delay,
+                    now + attrs.retention,
+                    None,
+                ),
+            )
             if key is not None:
-                conn.execute("INSERT OR REPLACE INTO dedup VALUES (?, ?, ?, ?)",
-                             (name, key, e.id, now + DEDUP_WINDOW_S))
+                conn.execute(
+                    "INSERT OR REPLACE INTO dedup VALUES (?, ?, ?, ?)",
+                    (name, key, e.id, now + DEDUP_WINDOW_S),
+                )
             sent += 1
             results.append({"id": e.id})
         if sent:
-            conn.execute("UPDATE queues SET sent_total = sent_total + ? WHERE name = ?",
-                         (sent, name))
+            conn.execute(
+                "UPDATE queues SET sent_total = sent_total + ? WHERE name = ?", (sent, name)
+            )
         return results
 
     async def _send(
@@ -327,8 +358,9 @@ class SqliteQueueService(QueueService):
                 attrs = self._attrs(conn, name)
                 if attrs is None:  # deleted since the subscription was read
                     continue
-                errors += [r["error"] for r in self._insert(conn, attrs, entries, now)
-                           if "error" in r]
+                errors += [
+                    r["error"] for r in self._insert(conn, attrs, entries, now) if "error" in r
+                ]
             return errors
 
         errors = await self._run(enqueue)
@@ -361,12 +393,28 @@ class SqliteQueueService(QueueService):
                 moved_now = 0
                 for seq, msg_id, payload, rc, sent_at, first, nodlq, prio, group in rows:
                     rc += 1
-                    if dl is not None and dlq is not None and rc > dl.max_receive_count \
-                            and not nodlq:
+                    if (
+                        dl is not None
+                        and dlq is not None
+                        and rc > dl.max_receive_count
+                        and not nodlq
+                    ):
                         # Counted against the receive that would exceed the limit: the
                         # message moves instead of being delivered, in this transaction.
-                        conn.execute(_INSERT, (dlq.name, msg_id, payload, prio, group, sent_at,
-                                               now, now + dlq.retention, name))
+                        conn.execute(
+                            _INSERT,
+                            (
+                                dlq.name,
+                                msg_id,
+                                payload,
+                                prio,
+                                group,
+                                sent_at,
+                                now,
+                                now + dlq.retention,
+                                name,
+                            ),
+                        )
                         conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
                         moved_now += 1
                         continue
@@ -378,11 +426,17 @@ class SqliteQueueService(QueueService):
                         (rc, token, first, now + timeout, seq),
                     )
                     body, attributes = decode_payload(payload)
-                    out.append({
-                        "id": msg_id, "receipt": f"{msg_id}.{token}", "body": body,
-                        "attributes": attributes, "receive_count": rc, "sent_at": sent_at,
-                        "first_received_at": first,
-                    })
+                    out.append(
+                        {
+                            "id": msg_id,
+                            "receipt": f"{msg_id}.{token}",
+                            "body": body,
+                            "attributes": attributes,
+                            "receive_count": rc,
+                            "sent_at": sent_at,
+                            "first_received_at": first,
+                        }
+                    )
                 moved += moved_now
                 if not rows or (moved_now == 0 and len(rows) < want):
                     break
@@ -411,11 +465,14 @@ class SqliteQueueService(QueueService):
                 conn.execute(
                     "DELETE FROM messages WHERE queue = ? AND id = ? AND receipt = ?",
                     (name, msg_id, token),
-                ).rowcount > 0
+                ).rowcount
+                > 0
                 for msg_id, token in pairs
             ]
-            conn.execute("UPDATE queues SET deleted_total = deleted_total + ? WHERE name = ?",
-                         (sum(oks), name))
+            conn.execute(
+                "UPDATE queues SET deleted_total = deleted_total + ? WHERE name = ?",
+                (sum(oks), name),
+            )
             return oks
 
         oks = await self._run(ack)
@@ -440,10 +497,13 @@ class SqliteQueueService(QueueService):
             if release:
                 conn.execute(
                     "UPDATE messages SET inflight = 0, receipt = NULL, visible_at = ?"
-                    " WHERE seq = ?", (now + seconds, row[0]))
+                    " WHERE seq = ?",
+                    (now + seconds, row[0]),
+                )
             else:
-                conn.execute("UPDATE messages SET visible_at = ? WHERE seq = ?",
-                             (now + seconds, row[0]))
+                conn.execute(
+                    "UPDATE messages SET visible_at = ? WHERE seq = ?", (now + seconds, row[0])
+                )
 
         await self._run(change)
         if seconds == 0:
@@ -460,7 +520,9 @@ class SqliteQueueService(QueueService):
             rows = conn.execute(
                 "SELECT seq, id, payload, priority, group_id, sent_at, source FROM messages"
                 " WHERE queue = ? AND source IS NOT NULL AND NOT (inflight = 1 AND visible_at > ?)"
-                " ORDER BY seq", (dlq, now)).fetchall()
+                " ORDER BY seq",
+                (dlq, now),
+            ).fetchall()
             for seq, msg_id, payload, prio, group, sent_at, source in rows:
                 if source not in sources:
                     sources[source] = self._attrs(conn, source)
@@ -468,8 +530,20 @@ class SqliteQueueService(QueueService):
                 if target is None:  # source deleted: the message stays dead-lettered
                     continue
                 conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
-                conn.execute(_INSERT, (source, msg_id, payload, prio, group, sent_at, now,
-                                       now + target.retention, None))
+                conn.execute(
+                    _INSERT,
+                    (
+                        source,
+                        msg_id,
+                        payload,
+                        prio,
+                        group,
+                        sent_at,
+                        now,
+                        now + target.retention,
+                        None,
+                    ),
+                )
                 woken.add(source)
                 moved += 1
             return moved
@@ -495,10 +569,14 @@ class SqliteQueueService(QueueService):
 
     async def _save_subscription(self, sub: QueueSubscription) -> None:
         policy = orjson.dumps(sub.filter_policy).decode() if sub.filter_policy else None
-        await self._run(lambda c: c.execute(
-            "INSERT INTO subscriptions VALUES (?, ?, ?, ?, ?)",
-            (sub.id, sub.topic, sub.queue, policy, sub.created_at)))
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO subscriptions VALUES (?, ?, ?, ?, ?)",
+                (sub.id, sub.topic, sub.queue, policy, sub.created_at),
+            )
+        )
 
     async def _delete_subscription(self, sub_id: str) -> bool:
-        return await self._run(lambda c: c.execute(
-            "DELETE FROM subscriptions WHERE id = ?", (sub_id,)).rowcount > 0)
+        return await self._run(
+            lambda c: c.execute("DELETE FROM subscriptions WHERE id = ?", (sub_id,)).rowcount > 0
+        )

@@ -1,0 +1,262 @@
+"""Publishing through Redis: per-message planning, coalesced pipelines, packing.
+
+`Publisher.publish` turns each `PublishItem` into its Redis work (`_Op`): a call of
+the publish script (history, offsets, idempotency) or plain PUBLISHes. Calls that
+arrive while earlier ones are in flight are sent together in one pipeline (at most
+`MAX_INFLIGHT` pipelines at once), so a batch publish is one round trip; runs of
+plain messages for the same channels are packed into one newline-joined payload.
+See docs/redis.md ("Publishing").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+from fanout.backplane import IDEMPOTENCY_WINDOW_S, PublishItem, PublishOutcome
+from fanout.redis import keys, scripts
+from fanout.redis.registry import PrefixRegistry
+from shared.errors import BackplaneUnavailable
+
+log = logging.getLogger("herald.redis")
+
+MAX_INFLIGHT = 4  # concurrent publish pipelines; later calls join the next one
+MAX_PIPELINE = 2000  # messages per pipeline
+PACK_BYTES = 128 * 1024  # envelopes per packed PUBLISH payload
+IDLE_EXPIRY_S = 7 * 86400  # a history topic's state outlives its last publish this long
+SIZE_WITHOUT_LIMIT = 10_000  # same bound as the memory engine for ttl-only rules
+
+Result = list[PublishOutcome]
+
+
+@dataclass(slots=True)
+class _Op:
+    """One message's Redis work: a script call, or plain publishes."""
+
+    item: PublishItem
+    channels: list[bytes]  # published with the message (by the script when scripted)
+    after: list[bytes] = field(default_factory=list)  # SPUBLISHed after the script
+    argv: list[bytes | str | int] | None = None  # set when scripted
+
+    @property
+    def scripted(self) -> bool:
+        return self.argv is not None
+
+
+@dataclass(slots=True)
+class _Call:
+    ops: list[_Op]
+    future: asyncio.Future[Result]
+
+
+class Publisher:
+    """Sends published messages to Redis, in as few round trips as possible."""
+
+    def __init__(self, registry: PrefixRegistry, counters: dict[str, int]) -> None:
+        self._registry = registry
+        self._counters = counters
+        self._client: Any = None
+        self._cluster = False
+        self._pub = "PUBLISH"
+        self._queue: deque[_Call] = deque()
+        self._inflight = 0
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def configure(self, client: Any, *, cluster: bool) -> None:
+        """Use `client` (Redis or RedisCluster); SPUBLISH on a cluster."""
+        self._client = client
+        self._cluster = cluster
+        self._pub = "SPUBLISH" if cluster else "PUBLISH"
+
+    async def publish(self, items: list[PublishItem]) -> list[PublishOutcome]:
+        """Publish `items` (one pipeline, shared with concurrent calls)."""
+        now_ms = int(time.time() * 1000)
+        ops = [self._plan(item, now_ms) for item in items]
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Call(ops, fut))
+        self._kick()
+        return await fut
+
+    def _plan(self, item: PublishItem, now_ms: int) -> _Op:
+        msg = item.message
+        channels = [keys.topic_channel(msg.topic), *self._registry.channels_for(msg.topic)]
+        rule = item.history
+        if rule is None and not item.idempotent:
+            return _Op(item, channels)
+        after: list[bytes] = []
+        if self._cluster and len(channels) > 1:
+            # Prefix channels live in other slots than the topic: not from the script.
+            channels, after = channels[:1], channels[1:]
+        ttl_ms = int(rule.ttl * 1000) if rule is not None and rule.ttl else 0
+        size = (rule.size if rule is not None else None) or SIZE_WITHOUT_LIMIT
+        argv: list[bytes | str | int] = [
+            msg.envelope,
+            1 if rule is not None else 0,
+            1 if item.idempotent else 0,
+            size,
+            ttl_ms,
+            msg.ts,
+            now_ms,
+            secrets.token_hex(4),
+            int(IDLE_EXPIRY_S * 1000),
+            int(IDEMPOTENCY_WINDOW_S * 1000),
+            self._pub,
+            1 if after else 0,
+            *channels,
+        ]
+        return _Op(item, channels, after, argv)
+
+    def _kick(self) -> None:
+        while self._queue and self._inflight < MAX_INFLIGHT:
+            batch: list[_Call] = []
+            n = 0
+            while self._queue and (not batch or n + len(self._queue[0].ops) <= MAX_PIPELINE):
+                call = self._queue.popleft()
+                batch.append(call)
+                n += len(call.ops)
+            self._inflight += 1
+            task = asyncio.create_task(self._flush(batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        self._flushes.discard(task)
+        self._inflight -= 1
+        self._kick()
+
+    async def _flush(self, calls: list[_Call]) -> None:
+        ops = [op for call in calls for op in call.ops]
+        try:
+            results = await self._run(ops)
+        except Exception as exc:
+            log.debug("redis: publish failed", exc_info=True)
+            self._counters["publish_errors"] += len(ops)
+            err = unavailable(exc)
+            for call in calls:
+                if not call.future.done():
+                    call.future.set_exception(err)
+            return
+        i = 0
+        for call in calls:
+            mine = results[i : i + len(call.ops)]
+            i += len(call.ops)
+            if call.future.done():
+                continue
+            failed = next((r for r in mine if isinstance(r, Exception)), None)
+            if failed is not None:
+                self._counters["publish_errors"] += len(mine)
+                call.future.set_exception(unavailable(failed))
+            else:
+                outcomes = [r for r in mine if isinstance(r, PublishOutcome)]
+                self._counters["messages_out"] += sum(1 for o in outcomes if not o.duplicate)
+                call.future.set_result(outcomes)
+
+    async def _run(self, ops: list[_Op]) -> list[PublishOutcome | Exception]:
+        """Send every op in one pipeline; a NOSCRIPT reloads and resends those ops."""
+        results = await self._pipeline(ops)
+        retry = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if retry:
+            await scripts.load(self._client)
+            again = await self._pipeline([ops[i] for i in retry])
+            for i, r in zip(retry, again, strict=True):
+                results[i] = r
+        # Cluster: the prefix channels of scripted messages, with the final envelope.
+        later: list[tuple[bytes, bytes]] = []
+        for op, r in zip(ops, results, strict=True):
+            if op.after and isinstance(r, tuple) and not r[0].duplicate:
+                later.extend((ch, r[1]) for ch in op.after)
+        if later:
+            pipe = self._client.pipeline(transaction=False)
+            for ch, env in later:
+                pipe.execute_command(self._pub, ch, env)
+            for r in await pipe.execute(raise_on_error=False):
+                if isinstance(r, Exception):
+                    raise r
+        return [r[0] if isinstance(r, tuple) else r for r in results]
+
+    async def _pipeline(
+        self, ops: Sequence[_Op]
+    ) -> list[tuple[PublishOutcome, bytes] | PublishOutcome | Exception]:
+        """One pipeline for `ops`; one result per op, in order.
+
+        A run of consecutive plain messages for the same channels travels as one
+        PUBLISH per channel whose payload is their envelopes joined by newlines
+        (JSON envelopes never contain a raw newline): a batch of 500 is then one
+        Redis command per channel, and one reply for the receiving pod to parse.
+        """
+        pipe = self._client.pipeline(transaction=False)
+        sha = scripts.PUBLISH.sha
+        pub = self._pub
+        spans: list[tuple[int, int, int, int]] = []  # ops [i, j) -> replies [r, r + n)
+        replies_n = 0
+        i = 0
+        while i < len(ops):
+            op = ops[i]
+            msg = op.item.message
+            if op.argv is not None:
+                pipe.execute_command(
+                    "EVALSHA",
+                    sha,
+                    3,
+                    keys.meta_key(msg.topic),
+                    keys.history_key(msg.topic),
+                    keys.idempotency_key(msg.topic, msg.id),
+                    *op.argv,
+                )
+                spans.append((i, i + 1, replies_n, 1))
+                replies_n += 1
+                i += 1
+                continue
+            envelopes = [msg.envelope]
+            size = len(msg.envelope)
+            j = i + 1
+            while j < len(ops):
+                nxt = ops[j]
+                env = nxt.item.message.envelope
+                if (
+                    nxt.argv is not None
+                    or nxt.channels != op.channels
+                    or size + len(env) > PACK_BYTES
+                ):
+                    break
+                envelopes.append(env)
+                size += len(env) + 1
+                j += 1
+            payload = envelopes[0] if len(envelopes) == 1 else b"\n".join(envelopes)
+            for ch in op.channels:
+                pipe.execute_command(pub, ch, payload)
+            spans.append((i, j, replies_n, len(op.channels)))
+            replies_n += len(op.channels)
+            i = j
+        replies = await pipe.execute(raise_on_error=False)
+        out: list[tuple[PublishOutcome, bytes] | PublishOutcome | Exception] = []
+        for i, j, r, n in spans:
+            if ops[i].argv is None:
+                err = next((x for x in replies[r : r + n] if isinstance(x, Exception)), None)
+                for op in ops[i:j]:
+                    out.append(err if err is not None else PublishOutcome(op.item.message.id, None))
+                continue
+            reply = replies[r]
+            if isinstance(reply, Exception):
+                out.append(reply)
+                continue
+            offset = int(reply[1]) if reply[1] not in (b"", "") else None
+            outcome = PublishOutcome(ops[i].item.message.id, offset, duplicate=bool(reply[0]))
+            out.append((outcome, reply[2]) if len(reply) > 2 else outcome)
+        return out
+
+
+def unavailable(exc: BaseException) -> BackplaneUnavailable:
+    """The error a client sees for a Redis failure (HTTP 503)."""
+    if isinstance(exc, BackplaneUnavailable):
+        return exc
+    detail = str(exc) or type(exc).__name__
+    return BackplaneUnavailable(f"the Redis backplane failed: {detail}")
