@@ -194,18 +194,24 @@ class Node:
         Backplane failures raise (the whole call answers 503): accepted means
         delivered to the backplane and enqueued on every subscribed queue.
         """
-        results: list[PublishOutcome | HeraldError] = []
+        results: list[PublishOutcome | HeraldError | None] = []
         items: list[PublishItem] = []
         slots: list[int] = []
         for entry in entries:
             try:
                 items.append(self.prepare(entry, principal))
-                slots.append(len(results))
-                results.append(InvalidRequest("pending"))
             except HeraldError as exc:
                 results.append(exc)
-        if not items:
-            return results
+            else:
+                slots.append(len(results))
+                results.append(None)  # filled in below
+        if items:
+            for slot, outcome in zip(slots, await self.publish_prepared(items), strict=True):
+                results[slot] = outcome
+        return [r for r in results if r is not None]
+
+    async def publish_prepared(self, items: list[PublishItem]) -> list[PublishOutcome]:
+        """Publish validated items (see `prepare`); raises when the backplane fails."""
         outcomes = await self.backplane.publish(items)
         if self.queues is not None:
             fresh = [it.message for it, oc in zip(items, outcomes, strict=True) if not oc.duplicate]
@@ -219,10 +225,8 @@ class Node:
                         if it.idempotent:
                             await self.backplane.forget(it.message.topic, it.message.id)
                     raise
-        for slot, outcome in zip(slots, outcomes, strict=True):
-            results[slot] = outcome
         self.published_total += sum(1 for o in outcomes if not o.duplicate)
-        return results
+        return outcomes
 
     # ---- subscribe, history and resume --------------------------------------------
 

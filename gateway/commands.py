@@ -13,7 +13,7 @@ from fanout.hub import Shape
 from fanout.message import Message
 from gateway.edge import Handler
 from gateway.wsproto import HeraldWebSocket
-from shared.errors import Forbidden, HeraldError, InvalidRequest, ReceiptInvalid
+from shared.errors import Forbidden, InvalidRequest, ReceiptInvalid
 
 MAX_PREFETCH = 1000
 
@@ -135,12 +135,9 @@ def publish(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
     if "msg_id" in cmd:
         entry["id"] = cmd["msg_id"]
     item = conn.node.prepare(entry, principal)  # validate now: errors reply at once
-    del item
 
     async def run() -> None:
-        (result,) = await conn.node.publish([entry], principal)
-        if isinstance(result, HeraldError):
-            raise result
+        (result,) = await conn.node.publish_prepared([item])
         fields: dict[str, Any] = {"msg_id": result.id}
         if result.offset is not None:
             fields["offset"] = result.offset
