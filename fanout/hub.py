@@ -55,14 +55,15 @@ class Shape:
     batch_ms: int = 0
     mode: Mode = "all"
     key: str | None = None
+    # Deterministic subscription key: same shape, same key, on every pod (SPEC §4).
+    sub_key: str = field(init=False, compare=False)
 
-    @property
-    def sub_key(self) -> str:
-        """Deterministic subscription key: same shape, same key, on every pod."""
+    def __post_init__(self) -> None:
         raw = "\0".join(
             (self.pattern, self.filter.canonical, str(self.batch_ms), self.mode, self.key or "")
         )
-        return hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
+        key = hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
+        object.__setattr__(self, "sub_key", key)
 
 
 class Group:
@@ -169,15 +170,15 @@ class Hub:
         With `catch_up`, the sink receives nothing live until `finish_catch_up`;
         flushed messages are kept for it meanwhile.
         """
-        key = shape.sub_key
-        group = self._groups.get(key)
+        group = self._groups.get(shape.sub_key)
         if group is None:
-            group = self._groups[key] = Group(shape)
+            group = self._groups[shape.sub_key] = Group(shape)
             self._index.add(shape.pattern, group)
             n = self._patterns.get(shape.pattern, 0)
             self._patterns[shape.pattern] = n + 1
             if n == 0 and self._on_interest is not None:
                 self._on_interest(shape.pattern, True)
+        key = group.key  # one shared string for every socket of the group
         subs = self._sinks.setdefault(sink, {})
         if key in subs:
             return group
@@ -345,23 +346,24 @@ class Hub:
             yield chunk
 
     def _broadcast(self, group: Group, frame: bytes, count: int) -> None:
-        limit = self._limit
-        n = len(frame)
-        lagged = group.lagged
+        # The hot loop: one buffer check and one write per socket, nothing else.
+        # A socket may take the frame while buffered + len(frame) <= limit, and an
+        # empty buffer always takes it (so one frame over the limit still goes out).
+        cap = max(self._limit - len(frame), 0)
         slow: list[Sink] | None = None
-        writes = 0
+        lagged = group.lagged
+        if lagged:
+            self._write_lagged(group, cap)
         for sink in group.members:
             t = sink.transport
             buffered = t.get_write_buffer_size()
-            if buffered and buffered + n > limit:
+            if buffered > cap and buffered:
                 if slow is None:
                     slow = []
                 slow.append(sink)
-                continue
-            if lagged and sink in lagged:
-                t.write(self._lagged_frame(group, lagged.pop(sink)))
-            t.write(frame)
-            writes += 1
+            else:
+                t.write(frame)
+        writes = len(group.members) - (len(slow) if slow else 0)
         stats = self.stats
         stats.frames_written += writes
         stats.messages_delivered += writes * count
@@ -375,6 +377,13 @@ class Hub:
                 else:
                     lagged[sink] = lagged.get(sink, 0) + count
                     self._lagging.add(group)
+
+    def _write_lagged(self, group: Group, cap: int) -> None:
+        """Owed `lagged` notices go out before the next frame, if there is room for it."""
+        for sink in list(group.lagged):
+            t = sink.transport
+            if t.get_write_buffer_size() <= cap:
+                t.write(self._lagged_frame(group, group.lagged.pop(sink)))
 
     def _lagged_frame(self, group: Group, dropped: int) -> bytes:
         self.stats.lagged_notices += 1

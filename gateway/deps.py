@@ -1,4 +1,8 @@
-"""FastAPI dependencies shared by the HTTP routers: the node and the caller."""
+"""FastAPI dependencies shared by the HTTP routers: the node and the caller.
+
+They are `async def` on purpose: FastAPI runs plain `def` dependencies in its thread
+pool, which cost about a quarter of a publish's CPU (measured, docs/BENCHMARKS.md).
+"""
 
 from __future__ import annotations
 
@@ -13,21 +17,21 @@ if TYPE_CHECKING:
     from fanout.node import Node
 
 
-def get_node(request: Request) -> Node:
+async def get_node(request: Request) -> Node:
     """The process's engine, created in the app's lifespan."""
     node: Node = request.app.state.node
     return node
 
 
-def get_principal(request: Request) -> Principal:
+async def get_principal(request: Request) -> Principal:
     """The authenticated caller (401 `unauthorized` when credentials are bad)."""
-    node = get_node(request)
+    node: Node = request.app.state.node
     return node.auth.authenticate(bearer(request.headers.get("authorization")))
 
 
-def require_admin(request: Request) -> Principal:
+async def require_admin(request: Request) -> Principal:
     """Callers allowed to manage queues and subscriptions: API keys, admin JWTs."""
-    principal = get_principal(request)
+    principal = await get_principal(request)
     if not principal.admin:
         raise Forbidden("this call needs an API key or an admin token")
     return principal

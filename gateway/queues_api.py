@@ -22,9 +22,9 @@ Scalar = str | int | float | bool
 AttributeValue = Scalar | list[Scalar]
 
 
-def queues(request: Request) -> QueueService:
+async def queues(request: Request) -> QueueService:
     """The node's queue service (503 when this node runs without one)."""
-    svc: QueueService | None = get_node(request).queues
+    svc: QueueService | None = (await get_node(request)).queues
     if svc is None:
         raise BackplaneUnavailable("queues are not enabled on this node")
     return svc

@@ -99,7 +99,7 @@ class HeraldWebSocket(asyncio.Protocol):
         self.last_seen = 0.0
         self.ping_sent = 0.0
         self._state = _HANDSHAKE
-        self._buf = bytearray()
+        self._buf: bytearray | bytes = bytearray()
         self._parser: FrameParser | None = None
         self._bad = 0
         self._tasks: set[asyncio.Task[None]] | None = None
@@ -180,7 +180,7 @@ class HeraldWebSocket(asyncio.Protocol):
             return
         rest = bytes(self._buf[end + 4 :])
         head = bytes(self._buf[:end])
-        self._buf = bytearray()
+        self._buf = b""  # the handshake is over: keep no buffer per connection
         try:
             hs = parse_handshake(head)
         except ProtocolViolation:
