@@ -1,0 +1,592 @@
+"""Load generator and publisher for issue 5's peer benchmark (`loadtest/bench.py`).
+
+Like `loadtest/wsclient.py` (raw uvloop protocols, no `websockets`, no JSON decoding
+per frame), but it speaks each peer's subscribe dialect and measures latency:
+
+- `herald`  : `{"op":"subscribe","topic":T[,"batch_ms":B]}`, waits for `subscribed`
+- `simple`  : the Python peers in `loadtest/peers/` (same frame as herald)
+- `floor`   : `loadtest/floor_server.py` (any text frame subscribes)
+- `socketio`: Engine.IO 4 / Socket.IO 5 over WebSocket (`40`, `42["subscribe",T]`),
+              answers Engine.IO pings (`2` -> `3`)
+- `nats`    : NATS protocol over WebSocket (`CONNECT {...}`, `SUB T 1`, `PING` -> `PONG`)
+
+Every published message carries `"t0":<time.monotonic_ns()>` (CLOCK_MONOTONIC is
+system-wide on Linux, so publisher and subscribers share it). A connection counts the
+`"t0":` markers in each data frame (= messages: batches and NATS coalesced `MSG`s
+count right); one connection in `probe_every` also parses them and records
+publish -> receive latency.
+
+Subscriber process, JSON lines on stdin/stdout:
+
+    {"cmd": "connect", "n": 5000, "topics": 100, "offset": 0, "concurrency": 256}
+    {"cmd": "stats"} / {"cmd": "reset"} / {"cmd": "latency"} / {"cmd": "close"} / {"cmd": "quit"}
+
+    python -m loadtest.peerclients sub --kind herald --port P [--path /ws] [--sources ..]
+
+Publisher (one process, blocking socket, paced; prints one JSON line at the end):
+
+    python -m loadtest.peerclients pub --kind herald --port P --topics 100 --rate 1000 --count 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import resource
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+from loadtest.wsclient import client_frame
+
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+MARK = b'"t0":'
+_PONG_EMPTY = bytes((0x8A, 0x80, 0, 0, 0, 0))
+_CLOSE = bytes((0x88, 0x82, 0, 0, 0, 0)) + (1000).to_bytes(2, "big")
+_SIO_PONG = client_frame(0x1, b"3")
+_NATS_PONG = client_frame(0x2, b"PONG\r\n")
+LAT_CAP = 500_000
+
+PATHS = {
+    "herald": "/ws",
+    "simple": "/ws",
+    "floor": "/ws",
+    "socketio": "/socket.io/?EIO=4&transport=websocket",
+    "nats": "/",
+}
+
+
+def topic_name(i: int) -> str:
+    return f"bench.t{i}"
+
+
+def subscribe_frames(kind: str, topic: str, batch_ms: int | None) -> list[bytes]:
+    """What the client sends once the WebSocket is open (before it is 'live')."""
+    if kind in ("herald", "simple", "floor"):
+        body: dict[str, Any] = {"op": "subscribe", "id": 1, "topic": topic}
+        if batch_ms is not None:
+            body["batch_ms"] = batch_ms
+        return [client_frame(0x1, json.dumps(body, separators=(",", ":")).encode())]
+    if kind == "socketio":
+        return [
+            client_frame(0x1, b"40"),
+            client_frame(0x1, b'42["subscribe","%s"]' % topic.encode()),
+        ]
+    if kind == "nats":
+        return [
+            client_frame(
+                0x2,
+                b'CONNECT {"verbose":false,"pedantic":false,"protocol":1,"headers":false}\r\n'
+                b"SUB %s 1\r\nPING\r\n" % topic.encode(),
+            )
+        ]
+    raise ValueError(kind)
+
+
+class Counters:
+    __slots__ = ("bytes", "closed", "frames", "lat", "msgs", "other", "samples", "subscribed")
+
+    def __init__(self) -> None:
+        self.frames = self.msgs = self.bytes = self.other = 0
+        self.subscribed = self.closed = 0
+        self.lat: list[int] = []
+        self.samples: list[str] = []
+
+    def reset(self) -> None:
+        self.frames = self.msgs = self.bytes = self.other = 0
+        self.lat = []
+
+
+C = Counters()
+KIND = "herald"
+REQUEST = b""
+
+
+def _is_ready(kind: str, payload: bytes) -> bool:
+    if kind in ("herald", "simple", "floor"):
+        return payload.startswith(b'{"op":"subscribed"')
+    if kind == "socketio":
+        return payload.startswith(b'42["subscribed"')
+    if kind == "nats":
+        return b"PONG" in payload
+    return False
+
+
+class Conn(asyncio.Protocol):
+    __slots__ = ("buf", "probe", "state", "sub", "t", "waiter")
+
+    def __init__(self, waiter: asyncio.Future[bool], sub: list[bytes], probe: bool) -> None:
+        self.t: Any = None
+        self.buf = b""
+        self.state = 0  # 0 handshake, 1 subscribing, 2 live, 3 closed
+        self.waiter: asyncio.Future[bool] | None = waiter
+        self.sub = sub
+        self.probe = probe
+
+    def connection_made(self, transport: Any) -> None:
+        self.t = transport
+        transport.write(REQUEST)
+
+    def _done(self, ok: bool) -> None:
+        w = self.waiter
+        if w is not None:
+            self.waiter = None
+            if not w.done():
+                w.set_result(ok)
+
+    def data_received(self, data: bytes) -> None:
+        if self.buf:
+            data = self.buf + data
+            self.buf = b""
+        if self.state == 0:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = data
+                return
+            if not data.startswith(b"HTTP/1.1 101"):
+                if len(C.samples) < 5:
+                    C.samples.append(data[:200].decode("latin-1"))
+                self.state = 3
+                self.t.close()
+                self._done(False)
+                return
+            self.state = 1
+            if KIND != "socketio":  # socket.io: wait for the Engine.IO open packet
+                for f in self.sub:
+                    self.t.write(f)
+            data = data[end + 4 :]
+        size = len(data)
+        pos = 0
+        c = C
+        while size - pos >= 2:
+            n = data[pos + 1] & 0x7F
+            head = 2
+            if n == 126:
+                if size - pos < 4:
+                    break
+                n = int.from_bytes(data[pos + 2 : pos + 4], "big")
+                head = 4
+            elif n == 127:
+                if size - pos < 10:
+                    break
+                n = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                head = 10
+            start = pos + head
+            end = start + n
+            if end > size:
+                break
+            op = data[pos] & 0x0F
+            if op == 1 or op == 2:
+                m = data.count(MARK, start, end)
+                if m and self.state == 2:
+                    c.frames += 1
+                    c.bytes += end - pos
+                    c.msgs += m
+                    if self.probe:
+                        now = time.monotonic_ns()
+                        i = data.find(MARK, start, end)
+                        lat = c.lat
+                        while i >= 0 and len(lat) < LAT_CAP:
+                            j = i + 5
+                            k = j
+                            while 48 <= data[k] <= 57:
+                                k += 1
+                            lat.append(now - int(data[j:k]))
+                            i = data.find(MARK, k, end)
+                else:
+                    self._control(data[start:end])
+            elif op == 9:
+                self.t.write(client_frame(0xA, data[start:end]) if n else _PONG_EMPTY)
+            elif op == 8:
+                if self.state < 2 and len(C.samples) < 5:
+                    C.samples.append(f"close {data[start:end]!r} in state {self.state}")
+                if self.state != 3:
+                    self.state = 3
+                    self.t.write(_CLOSE)
+                    self.t.close()
+                    self._done(False)
+                return
+            pos = end
+        if pos < size:
+            self.buf = data[pos:]
+
+    def _control(self, payload: bytes) -> None:
+        kind = KIND
+        if kind == "socketio":
+            if payload == b"2":
+                self.t.write(_SIO_PONG)
+                return
+            if self.state == 1:
+                # Engine.IO open -> namespace connect; its ack -> subscribe (a packet for
+                # a namespace not yet connected makes socket.io close the connection).
+                if payload.startswith(b"0{"):
+                    self.t.write(self.sub[0])
+                    return
+                if payload.startswith(b"40"):
+                    self.t.write(self.sub[1])
+                    return
+        elif kind == "nats" and b"PING\r\n" in payload:
+            self.t.write(_NATS_PONG)
+            if self.state != 1:
+                return
+        if self.state == 1 and _is_ready(kind, payload):
+            self.state = 2
+            C.subscribed += 1
+            self._done(True)
+            return
+        if self.state == 2:
+            C.other += 1
+        if len(C.samples) < 5 and not (kind == "nats" and payload.startswith(b"INFO")):
+            C.samples.append(payload[:200].decode("latin-1"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        C.closed += 1
+        if self.state < 2 and len(C.samples) < 5:
+            C.samples.append(f"lost in state {self.state}: {exc!r}")
+        if self.state == 2:
+            C.subscribed -= 1
+        self.state = 3
+        self._done(False)
+
+
+class Client:
+    def __init__(self, host: str, port: int, sources: list[str], batch_ms: int | None) -> None:
+        self.host = host
+        self.port = port
+        self.sources = sources or [""]
+        self.batch_ms = batch_ms
+        self.conns: list[Conn] = []
+        self.failed = 0
+        self.errors: dict[str, int] = {}
+        self._next_source = 0
+
+    async def _open_one(
+        self, sem: asyncio.Semaphore, timeout: float, topic: str, probe: bool
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        sub = subscribe_frames(KIND, topic, self.batch_ms)
+        async with sem:
+            src = self.sources[self._next_source % len(self.sources)]
+            self._next_source += 1
+            waiter: asyncio.Future[bool] = loop.create_future()
+            conn: Conn | None = None
+            try:
+                async with asyncio.timeout(timeout):
+                    if src:
+                        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                        sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                        sock.bind((src, 0))
+                        sock.setblocking(False)
+                        try:
+                            await loop.sock_connect(sock, (self.host, self.port))
+                        except BaseException:
+                            sock.close()
+                            raise
+                        _, proto = await loop.create_connection(
+                            lambda: Conn(waiter, sub, probe), sock=sock
+                        )
+                    else:
+                        _, proto = await loop.create_connection(
+                            lambda: Conn(waiter, sub, probe), self.host, self.port
+                        )
+                    conn = proto  # type: ignore[assignment]
+                    ok = await waiter
+            except (OSError, TimeoutError) as exc:
+                ok = False
+                name = type(exc).__name__
+                self.errors[name] = self.errors.get(name, 0) + 1
+            if ok and conn is not None:
+                self.conns.append(conn)
+            else:
+                self.failed += 1
+                if conn is not None and conn.t is not None:
+                    conn.t.abort()
+
+    async def connect(
+        self,
+        n: int,
+        topics: int,
+        offset: int,
+        probe_every: int,
+        concurrency: int,
+        timeout: float,
+        max_seconds: float,
+    ) -> dict[str, Any]:
+        t0 = time.monotonic()
+        before = len(self.conns)
+        failed_before = self.failed
+        # The first subscriber of each topic alone (encode/broadcaster 0.3.1 loses
+        # concurrent first subscribers of a channel), then the rest concurrently.
+        first = min(n, topics)
+        seq = asyncio.Semaphore(1)
+        sem = asyncio.Semaphore(concurrency)
+
+        def spec(i: int) -> tuple[str, bool]:
+            idx = offset + i
+            return topic_name(idx % topics), probe_every > 0 and idx % probe_every == 0
+
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max_seconds):
+                await asyncio.gather(
+                    *(self._open_one(seq, timeout, *spec(i)) for i in range(first))
+                )
+                if first:
+                    await asyncio.sleep(0.2)
+                await asyncio.gather(
+                    *(self._open_one(sem, timeout, *spec(i)) for i in range(first, n))
+                )
+        return {
+            "open": len(self.conns) - before,
+            "total_open": C.subscribed,
+            "failed": self.failed - failed_before,
+            "errors": self.errors,
+            "samples": C.samples,
+            "s": round(time.monotonic() - t0, 3),
+        }
+
+    def close(self) -> None:
+        for conn in self.conns:
+            if conn.state != 3 and conn.t is not None:
+                conn.t.write(_CLOSE)
+                conn.t.close()
+        self.conns.clear()
+
+
+def stats() -> dict[str, Any]:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "frames": C.frames,
+        "msgs": C.msgs,
+        "bytes": C.bytes,
+        "other": C.other,
+        "subscribed": C.subscribed,
+        "closed": C.closed,
+        "samples": C.samples,
+        "nlat": len(C.lat),
+        "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
+    }
+
+
+def latency() -> dict[str, Any]:
+    lat = sorted(C.lat)
+    if not lat:
+        return {"n": 0}
+
+    def q(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p * len(lat)))] / 1e6
+
+    return {"n": len(lat), "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": lat[-1] / 1e6}
+
+
+async def serve_stdin(client: Client) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    def reply(obj: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    reply({"ready": True, "pid": os.getpid()})
+    while True:
+        line = await reader.readline()
+        if not line:
+            client.close()
+            return
+        cmd = json.loads(line)
+        op = cmd.get("cmd")
+        if op == "connect":
+            reply(
+                await client.connect(
+                    int(cmd["n"]),
+                    int(cmd.get("topics", 1)),
+                    int(cmd.get("offset", 0)),
+                    int(cmd.get("probe_every", 0)),
+                    int(cmd.get("concurrency", 256)),
+                    float(cmd.get("timeout_each", 60)),
+                    float(cmd.get("max_seconds", 120)),
+                )
+            )
+        elif op == "stats":
+            reply(stats())
+        elif op == "latency":
+            reply(latency())
+        elif op == "reset":
+            C.reset()
+            reply({"ok": True})
+        elif op == "close":
+            client.close()
+            await asyncio.sleep(0.2)
+            reply({"ok": True})
+        elif op == "quit":
+            client.close()
+            reply({"ok": True})
+            return
+        else:
+            reply({"error": f"unknown cmd {op!r}"})
+
+
+# ---- publisher ------------------------------------------------------------------------
+
+
+class Publisher:
+    """One blocking connection that publishes `{"t0":..,"seq":..,"pad":..}` messages."""
+
+    def __init__(self, kind: str, host: str, port: int, path: str) -> None:
+        self.kind = kind
+        self.sock = socket.create_connection((host, port), 10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.settimeout(10)
+        self.received = 0
+        self._buf = b""
+        if kind == "nats":  # plain NATS client port
+            self._read_until(b"\r\n")
+            self.sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
+        else:
+            key = base64.b64encode(os.urandom(16)).decode()
+            self.sock.sendall(
+                (
+                    f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n"
+                ).encode()
+            )
+            head = self._read_until(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 101"):
+                raise RuntimeError(f"publisher handshake: {head[:200]!r}")
+            if kind == "socketio":
+                self._read_until(b"}")  # Engine.IO open packet
+                self.sock.sendall(client_frame(0x1, b"40"))
+                self._read_until(b"}")  # 40{"sid":..}
+        self.sock.settimeout(None)
+        self._stop = False
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _read_until(self, token: bytes) -> bytes:
+        """Bytes up to and including `token`; what follows stays buffered."""
+        buf = self._buf
+        while token not in buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise RuntimeError(f"publisher: connection closed ({buf[:200]!r})")
+            buf += chunk
+        i = buf.index(token) + len(token)
+        self._buf = buf[i:]
+        return buf[:i]
+
+    def _drain(self) -> None:
+        # Replies (`published`, socket.io pings) are read and dropped; socket.io pings
+        # are answered so a long run is not cut off.
+        with contextlib.suppress(OSError):
+            while not self._stop:
+                chunk = self.sock.recv(1 << 16)
+                if not chunk:
+                    return
+                self.received += len(chunk)
+                if self.kind == "socketio" and b"\x81\x012" in chunk:
+                    self.sock.sendall(_SIO_PONG)
+
+    def frame(self, topic: str, body: bytes) -> bytes:
+        kind = self.kind
+        if kind == "nats":
+            return b"PUB %s %d\r\n%s\r\n" % (topic.encode(), len(body), body)
+        if kind == "socketio":
+            return client_frame(
+                0x1, b'42["publish",{"topic":"%s","data":%s}]' % (topic.encode(), body)
+            )
+        return client_frame(
+            0x1, b'{"op":"publish","id":1,"topic":"%s","data":%s}' % (topic.encode(), body)
+        )
+
+    def run(
+        self, topics: int, rate: float, count: int, pad: int, max_seconds: float
+    ) -> dict[str, Any]:
+        padding = b"x" * pad
+        names = [topic_name(i) for i in range(topics)]
+        t0 = time.monotonic()
+        late = 0
+        sent = 0
+        for i in range(count):
+            target = t0 + i / rate
+            delay = target - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -0.005:
+                late += 1
+            body = b'{"t0":%d,"seq":%d,"pad":"%s"}' % (time.monotonic_ns(), i, padding)
+            self.sock.sendall(self.frame(names[i % topics], body))
+            sent += 1
+            if time.monotonic() - t0 > max_seconds:
+                break
+        wall = time.monotonic() - t0
+        return {"sent": sent, "wall_s": round(wall, 3), "late": late, "rate": sent / wall}
+
+    def close(self) -> None:
+        self._stop = True
+        with contextlib.suppress(OSError):
+            if self.kind != "nats":
+                self.sock.sendall(_CLOSE)
+            self.sock.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    global KIND, REQUEST, MARK
+    p = argparse.ArgumentParser(description="Peer benchmark subscriber / publisher")
+    p.add_argument("mode", choices=["sub", "pub"])
+    p.add_argument("--kind", required=True, choices=sorted(PATHS))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--path", default=None)
+    p.add_argument("--sources", default="")
+    p.add_argument("--batch-ms", type=int, default=None)
+    p.add_argument("--cpu", type=int, default=None)
+    # publisher
+    p.add_argument("--topics", type=int, default=1)
+    p.add_argument("--rate", type=float, default=100.0)
+    p.add_argument("--count", type=int, default=100)
+    p.add_argument("--pad", type=int, default=64)
+    p.add_argument("--max-seconds", type=float, default=120.0)
+    args = p.parse_args(argv)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, hard), hard))
+    KIND = args.kind
+    if args.kind == "floor":  # the floor's fixed frame carries no timestamp
+        MARK = b'{"topic":'
+    path = args.path or PATHS[args.kind]
+    if args.mode == "pub":
+        pub = Publisher(args.kind, args.host, args.port, path)
+        try:
+            time.sleep(0.1)
+            out = pub.run(args.topics, args.rate, args.count, args.pad, args.max_seconds)
+            time.sleep(0.2)
+            out["reply_bytes"] = pub.received
+        finally:
+            pub.close()
+        print(json.dumps(out), flush=True)
+        return 0
+    key = base64.b64encode(os.urandom(16)).decode()
+    REQUEST = (
+        f"GET {path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    sources = [s for s in args.sources.split(",") if s]
+    client = Client(args.host, args.port, sources, args.batch_ms)
+    import uvloop
+
+    uvloop.run(serve_stdin(client))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
