@@ -99,9 +99,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # later full collection, which otherwise shows up as latency spikes (LESSONS).
         gc.collect()
         gc.freeze()
-        # Fewer, cheaper collections: connection objects are long-lived and acyclic,
-        # so the default 700-allocation trigger only burns CPU on them.
-        gc.set_threshold(50_000, 50, 100)
         log.info("herald ready: engine=%s", settings.engine)
         try:
             # uvicorn hands this state to the WebSocket protocol (`app_state`).
