@@ -39,6 +39,7 @@ def serve(
     data_dir: Annotated[Path | None, typer.Option(help="Embedded store directory")] = None,
     host: Annotated[str | None, typer.Option()] = None,
     port: Annotated[int | None, typer.Option()] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (redis engine)")] = None,
     jwt_secret: Annotated[str | None, typer.Option(help="HS256 secret")] = None,
     jwt_public_key: Annotated[str | None, typer.Option(help="RS256 public key (PEM)")] = None,
     api_keys: Annotated[str | None, typer.Option(help="Comma-separated API keys")] = None,

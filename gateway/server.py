@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import uvicorn
@@ -12,10 +13,8 @@ from gateway.wsproto import HeraldWebSocket
 from shared.config import Settings
 
 
-def build_config(settings: Settings) -> uvicorn.Config:
-    """uvicorn settings: Herald's `ws=` class, uvloop, httptools, bounded drain."""
-    return uvicorn.Config(
-        create_app(settings),
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    return dict(
         host=settings.host,
         port=settings.port,
         ws=HeraldWebSocket,
@@ -31,10 +30,30 @@ def build_config(settings: Settings) -> uvicorn.Config:
     )
 
 
+def build_config(settings: Settings) -> uvicorn.Config:
+    """uvicorn settings: Herald's `ws=` class, uvloop, httptools, bounded drain."""
+    return uvicorn.Config(create_app(settings), **_uvicorn_options(settings))
+
+
 def run(overrides: dict[str, Any]) -> None:
     """Start a gateway process (blocks until it is stopped)."""
     settings = Settings(**overrides)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.Server(build_config(settings)).run()
+    if settings.workers == 1:
+        uvicorn.Server(build_config(settings)).run()
+        return
+    if settings.engine != "redis":
+        # Workers share nothing but the listening socket: only the Redis backplane
+        # lets a publish on one worker reach subscribers on another.
+        raise SystemExit("HERALD_WORKERS > 1 needs HERALD_ENGINE=redis")
+    # Each worker is a fresh process that builds its own app from HERALD_* variables.
+    for name, value in overrides.items():
+        os.environ[f"HERALD_{name.upper()}"] = str(value)
+    uvicorn.run(
+        "gateway.app:create_app",
+        factory=True,
+        workers=settings.workers,
+        **_uvicorn_options(settings),
+    )

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    # Worker processes sharing the listening socket (redis engine only): one event
+    # loop per core, and one fd limit per process.
+    workers: int = Field(default=1, ge=1, le=64)
 
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
