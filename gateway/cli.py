@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from gateway.cliutil import parse_attrs
+
 app = typer.Typer(
     help="Herald: real-time WebSocket pub/sub gateway with durable queues.",
     no_args_is_help=True,
@@ -78,7 +80,7 @@ def publish(
         value: Any = json.loads(data)
     except json.JSONDecodeError:
         value = data
-    body: dict[str, Any] = {"topic": topic, "data": value, "attributes": _attrs(attr)}
+    body: dict[str, Any] = {"topic": topic, "data": value, "attributes": parse_attrs(attr)}
     if msg_id:
         body["id"] = msg_id
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -125,26 +127,6 @@ async def _tail(
                 if count and seen >= count:
                     return
             sys.stdout.flush()
-
-
-def _attrs(pairs: list[str] | None) -> dict[str, Any]:
-    """`k=v` gives a string; `k:=v` parses v as JSON (a number or boolean), as httpie does."""
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        k, sep, v = pair.partition("=")
-        if not sep or not k:
-            raise typer.BadParameter(f"attribute {pair!r} is not k=v or k:=v")
-        if k.endswith(":"):
-            try:
-                value = json.loads(v)
-            except json.JSONDecodeError:
-                raise typer.BadParameter(f"attribute {pair!r}: {v!r} is not JSON") from None
-            if not isinstance(value, int | float | bool):
-                raise typer.BadParameter(f"attribute {pair!r} must be a number or boolean")
-            out[k[:-1]] = value
-        else:
-            out[k] = v
-    return out
 
 
 @app.command()

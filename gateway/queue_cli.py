@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from gateway.cliutil import parse_attrs
+
 queue_app = typer.Typer(
     help="Durable queues (SQS semantics): create, send, receive, ack, stats, redrive.",
     no_args_is_help=True,
@@ -47,26 +49,6 @@ def _call(url: str, api_key: str | None, method: str, path: str, body: Any = Non
     data = json.loads(text)
     typer.echo(json.dumps(data, indent=2))
     return data
-
-
-def _attrs(pairs: list[str] | None) -> dict[str, Any]:
-    """`k=v` gives a string; `k:=v` parses v as JSON (number or boolean), as `publish` does."""
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        k, sep, v = pair.partition("=")
-        if not sep or not k or k == ":":
-            raise typer.BadParameter(f"attribute {pair!r} is not k=v or k:=v")
-        if k.endswith(":"):
-            try:
-                value = json.loads(v)
-            except json.JSONDecodeError:
-                raise typer.BadParameter(f"attribute {pair!r}: {v!r} is not JSON") from None
-            if not isinstance(value, int | float | bool):
-                raise typer.BadParameter(f"attribute {pair!r} must be a number or boolean")
-            out[k[:-1]] = value
-        else:
-            out[k] = v
-    return out
 
 
 @queue_app.command()
@@ -126,7 +108,7 @@ def send(
         raise typer.BadParameter(f"BODY_JSON is not JSON: {body_json!r}") from None
     body: dict[str, Any] = {"body": value}
     if attr:
-        body["attributes"] = _attrs(attr)
+        body["attributes"] = parse_attrs(attr)
     for key, v in (
         ("delay", delay),
         ("priority", priority),

@@ -1,0 +1,28 @@
+"""Helpers shared by the `herald` CLI commands."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+
+def parse_attrs(pairs: list[str] | None) -> dict[str, Any]:
+    """`k=v` gives a string; `k:=v` parses v as JSON (number or boolean), as httpie does."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        k, sep, v = pair.partition("=")
+        if not sep or not k or k == ":":
+            raise typer.BadParameter(f"attribute {pair!r} is not k=v or k:=v")
+        if k.endswith(":"):
+            try:
+                value = json.loads(v)
+            except json.JSONDecodeError:
+                raise typer.BadParameter(f"attribute {pair!r}: {v!r} is not JSON") from None
+            if not isinstance(value, int | float | bool):
+                raise typer.BadParameter(f"attribute {pair!r} must be a number or boolean")
+            out[k[:-1]] = value
+        else:
+            out[k] = v
+    return out
