@@ -26,7 +26,11 @@ Per queue (`<ns>:{q:<name>}:<part>`):
     waiting    STRING set while a receive long-polls, so sends know to publish a wake-up
 
 Global: `<ns>:queues` (SET of names), `<ns>:subs` (HASH id -> subscription JSON),
-`<ns>:subs:version`; channels `<ns>:wake:<name>` and `<ns>:subs:changed`.
+`<ns>:subs:version` (read and written together with `subs`, by one script). On a
+Redis Cluster they carry one more hash tag, `<ns>:{<ns>:global}:queues` etc., so
+the subscription scripts are single-slot; a single Redis keeps the untagged names
+(its existing data stays where it is). Channels `<ns>:wake:<name>` and
+`<ns>:subs:changed` are classic pub/sub, which a cluster broadcasts to every node.
 """
 
 from __future__ import annotations
@@ -58,11 +62,14 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9_:.-]{1,64}")
 class RedisKeys:
     """Key and channel names under one namespace."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, *, cluster: bool = False) -> None:
         if _NAMESPACE.fullmatch(namespace) is None:
             # A brace in the prefix would become the hash tag and break slot locality.
             raise ValueError(f"invalid Redis namespace {namespace!r}")
         self.ns = namespace
+        self.cluster = cluster
+        # The global keys: one slot on a cluster, the historical names elsewhere.
+        self._global = f"{namespace}:{{{namespace}:global}}" if cluster else namespace
 
     def queue(self, name: str) -> list[str]:
         """The keys of one queue, in the order the Lua scripts unpack them."""
@@ -71,15 +78,15 @@ class RedisKeys:
 
     @property
     def registry(self) -> str:
-        return f"{self.ns}:queues"
+        return f"{self._global}:queues"
 
     @property
     def subscriptions(self) -> str:
-        return f"{self.ns}:subs"
+        return f"{self._global}:subs"
 
     @property
     def subscriptions_version(self) -> str:
-        return f"{self.ns}:subs:version"
+        return f"{self._global}:subs:version"
 
     @property
     def subscriptions_channel(self) -> str:

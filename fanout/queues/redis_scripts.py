@@ -1,6 +1,6 @@
 """The Lua scripts of the Redis queue store: every message state change is one script.
 
-Each script gets the keys of ONE queue (`RedisKeys.queue`, same hash tag) and
+Each queue script gets the keys of ONE queue (`RedisKeys.queue`, same hash tag) and
 ARGV = [wake channel, now (Unix s), now (Unix ms), ...]. A shared prelude holds
 the helpers that keep the indexes consistent; see `redis_keys` for the layout.
 """
@@ -389,3 +389,25 @@ SCRIPTS: dict[str, str] = {
         "redrive": REDRIVE,
     }.items()
 }
+
+# The subscription registry: KEYS = [subs, subs version] (one slot on a cluster).
+# Reads both at once, so the version matches the subscriptions it came with.
+SUBS_LOAD = r"""
+return {redis.call('GET', KEYS[2]) or false, redis.call('HGETALL', KEYS[1])}
+"""
+
+# ARGV = [changed channel, 'set' | 'del', subscription id, JSON]: change one entry,
+# bump the version and announce it. Returns what HSET / HDEL returned.
+SUBS_CHANGE = r"""
+local r
+if ARGV[2] == 'set' then
+  r = redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+else
+  r = redis.call('HDEL', KEYS[1], ARGV[3])
+end
+redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[1], '1')
+return r
+"""
+
+GLOBAL_SCRIPTS: dict[str, str] = {"subs_load": SUBS_LOAD, "subs_change": SUBS_CHANGE}

@@ -13,6 +13,14 @@ on any process then publishes on the queue's wake channel, which every process
 listens to (one PSUBSCRIBE), so a waiting receive returns as soon as a message
 arrives, wherever it was sent.
 
+Redis Cluster (detected with `INFO cluster`, or forced by a `redis+cluster://`
+URL, as for the backplane): every script is single-slot (a queue's keys share
+`{q:<name>}`, the subscription registry and its version share `{<ns>:global}`);
+batches of scripts go through a non-transactional cluster pipeline (one round
+trip per node; a script a node lacks is run again alone, which loads it); the
+wake-up listener PSUBSCRIBEs on one node, since a cluster broadcasts classic
+PUBLISH to every node, and moves to another node when that one fails.
+
 Redis errors become `BackplaneUnavailable` here. Scripts are never retried
 automatically after a connection error (the script may have run): the caller
 gets a 503 and retries, and a send with a `dedup_id` is then not duplicated.
@@ -24,14 +32,17 @@ import asyncio
 import builtins
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import random
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
 from fanout.queues.model import (
@@ -42,8 +53,9 @@ from fanout.queues.model import (
     new_receipt_base,
 )
 from fanout.queues.redis_keys import META, OUTBOX, RedisKeys
-from fanout.queues.redis_scripts import SCRIPTS
+from fanout.queues.redis_scripts import GLOBAL_SCRIPTS, SCRIPTS
 from fanout.queues.service import Clock, QueueService, QueueSubscription
+from fanout.redis.connect import detect_cluster, split
 from shared.errors import (
     BackplaneUnavailable,
     HeraldError,
@@ -68,11 +80,37 @@ class RedisQueueService(QueueService):
 
     def __init__(self, url: str, clock: Clock, *, namespace: str = "herald") -> None:
         super().__init__(clock)
-        self.keys = RedisKeys(namespace)
-        self._redis: Redis = Redis.from_url(url, retry=Retry(NoBackoff(), 0))
-        self._scripts = {name: self._redis.register_script(src) for name, src in SCRIPTS.items()}
+        self._namespace = namespace
+        self._url = url
+        self._cluster_url, forced, self._cluster_kwargs = split(url)
+        # The client is chosen again at start-up (`_open`), once `INFO cluster` answered.
+        self._redis: Redis | RedisCluster = (
+            self._new_cluster() if forced else Redis.from_url(url, retry=Retry(NoBackoff(), 0))
+        )
+        self._bind()
         self._listener: asyncio.Task[None] | None = None
+        self._listen_client: Redis | None = None
+        self._closing = False
         self._subs_version: bytes | None = None
+
+    @property
+    def cluster(self) -> bool:
+        return isinstance(self._redis, RedisCluster)
+
+    def _new_cluster(self) -> RedisCluster:
+        # No retries: a script must never run twice because the driver resent it
+        # (redirections, MOVED / ASK, are still followed: the script did not run).
+        return RedisCluster.from_url(
+            self._cluster_url, retry=AsyncRetry(NoBackoff(), 0), **self._cluster_kwargs
+        )
+
+    def _bind(self) -> None:
+        """Key names and script objects for the current client."""
+        self.keys = RedisKeys(self._namespace, cluster=self.cluster)
+        self._scripts = {
+            name: self._redis.register_script(src)
+            for name, src in {**SCRIPTS, **GLOBAL_SCRIPTS}.items()
+        }
 
     # ---- plumbing -------------------------------------------------------------------
 
@@ -99,35 +137,128 @@ class RedisQueueService(QueueService):
             )
         )
 
+    async def _script_batch(
+        self, calls: builtins.list[tuple[str, str, builtins.list[Any]]]
+    ) -> builtins.list[Any]:
+        """Run queue scripts (script, queue, args) in one pipelined round trip."""
+        if isinstance(self._redis, Redis):
+            pipe = self._redis.pipeline(transaction=False)
+            for script, name, args in calls:
+                await self._script(script, name, args, client=pipe)
+            result: builtins.list[Any] = await self._io(pipe.execute())
+            return result
+        # A cluster pipeline sends each node its share in one round trip. redis-py
+        # blocks its `evalsha` method there, but the raw command is routed by its keys
+        # (`_determine_slot` reads EVALSHA's numkeys). It does not load scripts: a node
+        # without one (a new primary after a failover) answers NOSCRIPT, so the script
+        # did not run there; run it again alone (that loads it). Any other error fails
+        # the batch, as on a single Redis.
+        cpipe: ClusterPipeline = self._redis.pipeline(transaction=False)
+        for script, name, args in calls:
+            keys = self.keys.queue(name)
+            sha = self._scripts[script].sha
+            cpipe.execute_command("EVALSHA", sha, len(keys), *keys, *self._argv(name, args))
+        raw = await self._io(cpipe.execute(raise_on_error=False))
+        out: builtins.list[Any] = []
+        for (script, name, args), res in zip(calls, raw, strict=True):
+            if isinstance(res, NoScriptError):
+                res = await self._script(script, name, args)
+            elif isinstance(res, Exception):
+                raise BackplaneUnavailable(f"queue store unavailable: {res}")
+            out.append(res)
+        return out
+
+    async def _global_script(self, script: str, args: builtins.list[Any]) -> Any:
+        keys = [self.keys.subscriptions, self.keys.subscriptions_version]
+        return await self._io(self._scripts[script](keys=keys, args=args))
+
     async def _open(self) -> None:
+        if isinstance(self._redis, Redis) and await self._io(
+            detect_cluster(self._url, retry=Retry(NoBackoff(), 0))
+        ):
+            await self._redis.aclose()
+            self._redis = self._new_cluster()
+            self._bind()
+        if isinstance(self._redis, RedisCluster):
+            await self._io(self._redis.initialize())
+            for script in self._scripts.values():  # on every primary
+                await self._io(self._redis.script_load(script.script))
         self._listener = asyncio.create_task(self._listen())
         with contextlib.suppress(RedisError):
-            config: dict[Any, Any] = await self._redis.config_get("maxmemory-policy")
-            policy = config.get(b"maxmemory-policy")
-            if policy not in (None, b"noeviction"):
-                log.warning(
-                    "Redis maxmemory-policy is %r: queue messages may be evicted; use noeviction",
-                    policy,
-                )
+            for policy in await self._eviction_policies():
+                if policy not in (None, b"noeviction"):
+                    log.warning(
+                        "Redis maxmemory-policy is %r: queue messages may be evicted; "
+                        "use noeviction",
+                        policy,
+                    )
+                    break
         await self._drain_all()
 
+    async def _eviction_policies(self) -> builtins.list[Any]:
+        if isinstance(self._redis, Redis):
+            config: dict[Any, Any] = await self._redis.config_get("maxmemory-policy")
+            return [config.get(b"maxmemory-policy")]
+        policies: builtins.list[Any] = []
+        for node in self._redis.get_primaries():
+            per_node: dict[Any, Any] = await self._redis.config_get(
+                "maxmemory-policy", target_nodes=node
+            )
+            policies.append(per_node.get(b"maxmemory-policy"))
+        return policies
+
     async def _close(self) -> None:
+        self._closing = True
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            done, _ = await asyncio.wait({self._listener}, timeout=1.0)
+            if not done and self._listen_client is not None:
+                # A redis-py read that swallowed the cancellation: cut its connection.
+                log.warning("queue wake-up listener ignored cancellation; closing its connection")
+                with contextlib.suppress(Exception):
+                    await self._listen_client.aclose()
+                await asyncio.wait({self._listener}, timeout=1.0)
         await self._redis.aclose()
 
     async def ping(self) -> bool:
         try:
+            if isinstance(self._redis, RedisCluster):  # every slot must answer
+                return bool(await self._redis.ping(target_nodes=RedisCluster.PRIMARIES))
             return bool(await self._redis.ping())
         except RedisError:
             return False
 
+    def _pubsub_client(self, avoid: str | None) -> tuple[Redis, str]:
+        """A client of its own for the listener, and the address it talks to.
+
+        Its own, not the command pool: a pub/sub connection handed back to a shared
+        pool after a Redis restart could end up read by two tasks at once (seen as
+        a listener that ignores cancellation, so `close()` hung). On a cluster, which
+        broadcasts classic PUBLISH to every node, any one node hears every wake-up:
+        pick one at random, another than the one that just failed.
+        """
+        if isinstance(self._redis, Redis):
+            return Redis.from_url(self._url, retry=Retry(NoBackoff(), 0)), self._url
+        nodes = self._redis.get_nodes()
+        others = [n for n in nodes if n.name != avoid] or nodes
+        if not others:
+            raise RedisError("no Redis Cluster node known")
+        node = random.choice(others)
+        pool = ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+        return Redis.from_pool(pool), node.name
+
     async def _listen(self) -> None:
         """Wake local waiters on sends anywhere; reload subscriptions when they change."""
-        while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        failed: str | None = None
+        while not self._closing:
+            try:
+                client, where = self._pubsub_client(failed)
+            except RedisError as exc:
+                log.warning("queue wake-up listener has no Redis node (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+                continue
+            self._listen_client = client
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(self.keys.wake_pattern)
                 await pubsub.subscribe(self.keys.subscriptions_channel)
@@ -141,10 +272,13 @@ class RedisQueueService(QueueService):
             except (RedisError, OSError) as exc:
                 # Waiters fall back to polling every tick until we are back.
                 log.warning("queue wake-up listener lost Redis (%s); retrying", exc)
+                failed = where
                 await asyncio.sleep(0.5)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(Exception):
+                    await client.aclose()
 
     async def _housekeep(self) -> None:
         version = await self._io(self._redis.get(self.keys.subscriptions_version))
@@ -159,7 +293,7 @@ class RedisQueueService(QueueService):
         names = await self._names()
         pipe = self._redis.pipeline(transaction=False)
         for name in names:
-            pipe.hlen(self.keys.queue(name)[OUTBOX])
+            pipe.hlen(self.keys.queue(name)[OUTBOX])  # one round trip (per node)
         for name, pending in zip(names, await self._io(pipe.execute()), strict=True):
             if pending:
                 await self._drain(name)
@@ -225,11 +359,9 @@ class RedisQueueService(QueueService):
 
     async def _all_stats(self) -> dict[str, dict[str, Any]]:
         names = await self._names()
-        pipe = self._redis.pipeline(transaction=False)
-        for name in names:
-            await self._script("stats", name, [], client=pipe)
+        results = await self._script_batch([("stats", name, []) for name in names])
         out: dict[str, dict[str, Any]] = {}
-        for name, raw in zip(names, await self._io(pipe.execute()), strict=True):
+        for name, raw in zip(names, results, strict=True):
             stats = self._parse_stats(raw)
             if stats is not None:
                 out[name] = stats
@@ -308,12 +440,12 @@ class RedisQueueService(QueueService):
         self, by_queue: dict[str, builtins.list[Entry]]
     ) -> builtins.list[HeraldError]:
         # One script per queue, all in one pipelined round trip.
-        pipe = self._redis.pipeline(transaction=False)
         names = builtins.list(by_queue)
-        for name in names:
-            await self._script("send", name, self._send_args(by_queue[name]), client=pipe)
+        results = await self._script_batch(
+            [("send", name, self._send_args(by_queue[name])) for name in names]
+        )
         errors: builtins.list[HeraldError] = []
-        for name, raw in zip(names, await self._io(pipe.execute()), strict=True):
+        for name, raw in zip(names, results, strict=True):
             self._wake(name)
             with contextlib.suppress(QueueNotFound):  # deleted since subscribing
                 errors += [r["error"] for r in self._send_results(name, raw) if "error" in r]
@@ -392,28 +524,18 @@ class RedisQueueService(QueueService):
     # ---- subscriptions ----------------------------------------------------------------
 
     async def _load_subscriptions(self) -> builtins.list[QueueSubscription]:
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.get(self.keys.subscriptions_version)
-        pipe.hgetall(self.keys.subscriptions)
-        version, raw = await self._io(pipe.execute())
+        # One script, not MULTI: on a cluster both keys share `{<ns>:global}`.
+        version, flat = await self._global_script("subs_load", [])
         self._subs_version = version
-        return [QueueSubscription(**orjson.loads(v)) for v in raw.values()]
+        return [QueueSubscription(**orjson.loads(v)) for v in flat[1::2]]
 
-    async def _publish_subscriptions(self, change: Callable[[Pipeline], Any]) -> builtins.list[Any]:
-        pipe = self._redis.pipeline(transaction=True)
-        change(pipe)
-        pipe.incr(self.keys.subscriptions_version)
-        pipe.publish(self.keys.subscriptions_channel, "1")
-        result: builtins.list[Any] = await self._io(pipe.execute())
-        return result
+    async def _change_subscription(self, op: str, sub_id: str, value: bytes = b"") -> int:
+        """Set or delete one subscription, bump the version and announce it, atomically."""
+        args = [self.keys.subscriptions_channel, op, sub_id, value]
+        return int(await self._global_script("subs_change", args))
 
     async def _save_subscription(self, sub: QueueSubscription) -> None:
-        await self._publish_subscriptions(
-            lambda p: p.hset(self.keys.subscriptions, sub.id, orjson.dumps(sub.as_dict()))
-        )
+        await self._change_subscription("set", sub.id, orjson.dumps(sub.as_dict()))
 
     async def _delete_subscription(self, sub_id: str) -> bool:
-        results = await self._publish_subscriptions(
-            lambda p: p.hdel(self.keys.subscriptions, sub_id)
-        )
-        return bool(results[0])
+        return bool(await self._change_subscription("del", sub_id))
