@@ -75,25 +75,26 @@ class Deployment:
 @pytest.fixture(scope="module", params=["single", "cluster"])
 def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
     env = {"HERALD_ENGINE": "redis", "HERALD_HISTORY": HISTORY}
-    redis = RedisServer().start()
+    redis: RedisServer | None = None
     cluster: RedisClusterServers | None = None
     try:
-        env["HERALD_REDIS_URL"] = redis.url
-        ports = [redis.port]
         if request.param == "cluster":
-            # The queue store does not support Redis Cluster yet (a MULTI over two
-            # global keys in different slots): it keeps the single Redis, and the
-            # backplane runs on the cluster (HERALD_BACKPLANE_URL, docs/redis.md).
+            # HERALD_REDIS_URL points at the cluster: backplane and queues both detect it.
             cluster = RedisClusterServers().start()
-            env["HERALD_BACKPLANE_URL"] = cluster.url
+            env["HERALD_REDIS_URL"] = cluster.url
             ports = [n.port for n in cluster.nodes]
+        else:
+            redis = RedisServer().start()
+            env["HERALD_REDIS_URL"] = redis.url
+            ports = [redis.port]
         pods = herald_pods(3, env)
         with started(*pods):
             yield Deployment(request.param, pods, ports)
     finally:
         if cluster is not None:
             cluster.stop()
-        redis.stop()
+        if redis is not None:
+            redis.stop()
 
 
 async def until(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
