@@ -14,6 +14,7 @@ from fanout.message import Message
 from gateway.edge import Handler
 from gateway.wsproto import HeraldWebSocket
 from shared.errors import Forbidden, InvalidRequest, ReceiptInvalid
+from shared.topics import is_wildcard
 
 MAX_PREFETCH = 1000
 
@@ -61,9 +62,8 @@ def subscribe(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
         raise InvalidRequest(f"at most {limit} subscriptions per connection")
     wants_history = since is not None or (
         shape.mode == "all"
+        and not is_wildcard(shape.pattern)
         and node.settings.history_rule(shape.pattern) is not None
-        and "*" not in shape.pattern
-        and not shape.pattern.endswith(">")
     )
     if wants_history:
         conn.spawn(cmd.get("id"), _resume(conn, cmd, shape, since, epoch))
@@ -92,32 +92,13 @@ async def _subscribe_confirmed(conn: HeraldWebSocket, cmd: dict[str, Any], shape
 async def _resume(
     conn: HeraldWebSocket, cmd: dict[str, Any], shape: Shape, since: int | None, epoch: str | None
 ) -> None:
-    node = conn.node
-    if since is None:
-        # A history topic without `since`: go live and tell the client its position
-        # (epoch and offset) so that it can resume later.
-        res = await node.resume(conn, shape, None, None)
-        _reply(
-            conn,
-            cmd,
-            "subscribed",
-            sub=shape.sub_key,
-            topic=shape.pattern,
-            epoch=res.epoch,
-            offset=res.offset,
-        )
-    else:
-        res = await node.resume(conn, shape, since, epoch)
-        _reply(
-            conn,
-            cmd,
-            "subscribed",
-            sub=shape.sub_key,
-            topic=shape.pattern,
-            recovered=res.recovered,
-            epoch=res.epoch,
-            offset=res.offset,
-        )
+    # Without `since` (a history topic): go live and tell the client its position
+    # (epoch and offset) so that it can resume later.
+    res = await conn.node.resume(conn, shape, since, epoch)
+    fields: dict[str, Any] = {"sub": shape.sub_key, "topic": shape.pattern}
+    if since is not None:
+        fields["recovered"] = res.recovered
+    _reply(conn, cmd, "subscribed", **fields, epoch=res.epoch, offset=res.offset)
     _send_owed(conn, shape.sub_key, res.messages)
 
 
