@@ -6,16 +6,16 @@ Run: python -m loadtest.peers.broadcaster_app --port P --redis redis://127.0.0.1
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
 
-import uvicorn
 from broadcaster import Broadcast
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+
+from loadtest.peers import serve_asgi
 
 broadcast = Broadcast(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
 
@@ -84,22 +84,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    args = p.parse_args()
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        ws_ping_interval=None,
-        ws_per_message_deflate=False,
-        backlog=4096,
-        loop="uvloop",
-        http="httptools",
-    )
-    return 0
+    return serve_asgi(app)
 
 
 if __name__ == "__main__":

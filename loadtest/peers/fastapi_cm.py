@@ -7,11 +7,11 @@ Run: python -m loadtest.peers.fastapi_cm --port P
 
 from __future__ import annotations
 
-import argparse
 import json
 
-import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+
+from loadtest.peers import serve_asgi
 
 
 class ConnectionManager:
@@ -56,22 +56,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    args = p.parse_args()
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        ws_ping_interval=None,
-        ws_per_message_deflate=False,
-        backlog=4096,
-        loop="uvloop",
-        http="httptools",
-    )
-    return 0
+    return serve_asgi(app)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,12 @@ Run: BENCH_REDIS_URL=redis://127.0.0.1:R/0 python -m loadtest.peers.socketio_app
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Any
 
 import socketio
-import uvicorn
+
+from loadtest.peers import serve_asgi
 
 mgr = socketio.AsyncRedisManager(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
 sio = socketio.AsyncServer(
@@ -37,22 +37,7 @@ async def publish(sid: str, msg: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    args = p.parse_args()
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        ws_ping_interval=None,
-        ws_per_message_deflate=False,
-        backlog=4096,
-        loop="uvloop",
-        http="httptools",
-    )
-    return 0
+    return serve_asgi(app)
 
 
 if __name__ == "__main__":
