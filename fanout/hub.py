@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -120,7 +120,6 @@ class HubStats:
     batches: int = 0
     slow_disconnects: int = 0
     lagged_notices: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class Hub:
@@ -205,7 +204,7 @@ class Hub:
         for group in self._sinks.pop(sink, {}).values():
             self._leave(sink, group)
 
-    def subscriptions_of(self, sink: Sink) -> Iterable[str]:
+    def subscriptions_of(self, sink: Sink) -> Collection[str]:
         return self._sinks.get(sink, {}).keys()
 
     def _leave(self, sink: Sink, group: Group) -> None:
@@ -266,8 +265,10 @@ class Hub:
             self._on_wakeup()
 
     def dispatch_many(self, msgs: Iterable[Message], now: float) -> None:
+        """Dispatch a backplane delivery, all stamped with the same `now`."""
+        dispatch = self.dispatch
         for msg in msgs:
-            self.dispatch(msg, now)
+            dispatch(msg, now)
 
     def _schedule(self, group: Group, now: float) -> bool:
         batch_ms = group.shape.batch_ms

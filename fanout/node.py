@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from fanout.backplane import Backplane, HistoryPage, PublishItem, PublishOutcome
 from fanout.hub import Hub, Shape, Sink
 from fanout.message import Message
@@ -119,10 +117,7 @@ class Node:
         return loop.time() if loop is not None else time.monotonic()
 
     def _deliver(self, msgs: list[Message]) -> None:
-        now = self.now()
-        dispatch = self.hub.dispatch
-        for m in msgs:
-            dispatch(m, now)
+        self.hub.dispatch_many(msgs, self.now())
 
     def _wakeup(self) -> None:
         loop = self._loop
@@ -324,8 +319,3 @@ def _check_attributes(attributes: object) -> None:
                 f"attribute {k!r} must be a string, number or boolean",
                 details={"attribute": k},
             )
-
-
-def dumps(obj: Any) -> bytes:
-    """orjson with the options every reply uses."""
-    return orjson.dumps(obj)

@@ -58,7 +58,7 @@ def subscribe(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
     if epoch is not None and not isinstance(epoch, str):
         raise InvalidRequest("'epoch' must be a string")
     limit = node.settings.max_subscriptions_per_connection
-    if len(list(node.hub.subscriptions_of(conn))) >= limit:
+    if len(node.hub.subscriptions_of(conn)) >= limit:
         raise InvalidRequest(f"at most {limit} subscriptions per connection")
     wants_history = since is not None or (
         shape.mode == "all"
