@@ -41,7 +41,8 @@ RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))
 
 # Then the project itself (.dockerignore keeps only what the wheel needs).
 COPY . .
-RUN pip install --no-cache-dir --no-deps . \
+# herald-client (clients/python) too: `herald tail` and examples/worker.py use it.
+RUN pip install --no-cache-dir --no-deps . ./clients/python \
  && herald --help > /dev/null \
  && python -m compileall -q /opt/venv/lib
 

@@ -10,7 +10,9 @@ from herald_client.errors import (
     HeraldClientError,
     OfflineQueueFull,
 )
+from herald_client.idempotency import IdempotencyStore, RedisIdempotency, SQLiteIdempotency
 from herald_client.subscription import Subscription
+from herald_client.worker import Worker
 
 __all__ = [
     "ClientClosed",
@@ -19,8 +21,12 @@ __all__ = [
     "Consumer",
     "HeraldClient",
     "HeraldClientError",
+    "IdempotencyStore",
     "Job",
     "OfflineQueueFull",
+    "RedisIdempotency",
+    "SQLiteIdempotency",
     "Subscription",
+    "Worker",
     "jwt_exp",
 ]

@@ -30,19 +30,13 @@ class Job:
     attributes: dict[str, Any]
     receive_count: int
     raw: dict[str, Any] = field(repr=False)
-    _client: HeraldClient | None = field(default=None, repr=False)
+    _extend: Callable[[Job, float], Awaitable[None]] | None = field(default=None, repr=False)
 
     async def extend(self, visibility_timeout: float) -> None:
         """Keep a long job invisible to others for `visibility_timeout` more seconds."""
-        assert self._client is not None
-        await self._client.request(
-            {
-                "op": "extend",
-                "queue": self.queue,
-                "receipt": self.receipt,
-                "visibility_timeout": visibility_timeout,
-            }
-        )
+        if self._extend is None:
+            raise HeraldClientError("this job cannot be extended")
+        await self._extend(self, visibility_timeout)
 
 
 JobHandler = Callable[[Job], Awaitable[Any] | Any]
@@ -91,11 +85,21 @@ class Consumer:
             attributes=frame.get("attributes") or {},
             receive_count=int(frame.get("receive_count") or 1),
             raw=frame,
-            _client=self.client,
+            _extend=self._extend,
         )
         task = asyncio.get_running_loop().create_task(self._run(job))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
+
+    async def _extend(self, job: Job, visibility_timeout: float) -> None:
+        await self.client.request(
+            {
+                "op": "extend",
+                "queue": self.queue,
+                "receipt": job.receipt,
+                "visibility_timeout": visibility_timeout,
+            }
+        )
 
     async def _run(self, job: Job) -> None:
         try:
