@@ -138,7 +138,8 @@ export class Subscription extends Emitter {
 
   _deliver(msg) {
     if (!this.active) return false;
-    if (typeof msg.offset === "number") {
+    // Offsets are per topic: only a concrete-topic subscription can compare them.
+    if (typeof msg.offset === "number" && this.resumable) {
       if (this.offset != null && msg.offset <= this.offset) return false;
       this.offset = msg.offset;
     }

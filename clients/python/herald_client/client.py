@@ -126,6 +126,7 @@ class HeraldClient(Emitter):
         self._reconnect_after: float | None = None
         self._refresh_timer: asyncio.TimerHandle | None = None
         self._refreshing = False
+        self._outbox: asyncio.Queue[str] = asyncio.Queue()
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -273,6 +274,9 @@ class HeraldClient(Emitter):
 
     async def _session(self, ws: ClientConnection) -> bool:
         """Authenticate, restore subscriptions and consumers, flush, then read."""
+        # One writer per connection keeps frames in the order they were issued.
+        self._outbox = asyncio.Queue()
+        writer = asyncio.ensure_future(self._writer(ws, self._outbox))
         reader = asyncio.ensure_future(self._read(ws))
         try:
             setup = asyncio.ensure_future(self._setup())
@@ -292,6 +296,7 @@ class HeraldClient(Emitter):
             await reader
         finally:
             reader.cancel()
+            writer.cancel()
         return True
 
     async def _setup(self) -> None:
@@ -357,7 +362,7 @@ class HeraldClient(Emitter):
                     ws.transport.abort()
                     raise _Drop(None, "no data or pong: connection presumed dead") from None
                 pinged = True
-                self._spawn(self._quiet_ping(ws))
+                self._outbox.put_nowait(json.dumps({"op": "ping"}))
                 continue
             except ConnectionClosed as exc:
                 rcvd = exc.rcvd
@@ -373,9 +378,10 @@ class HeraldClient(Emitter):
             if isinstance(frame, dict):
                 self._dispatch(frame)
 
-    async def _quiet_ping(self, ws: ClientConnection) -> None:
-        with contextlib.suppress(Exception):
-            await ws.send(json.dumps({"op": "ping"}))
+    async def _writer(self, ws: ClientConnection, outbox: asyncio.Queue[str]) -> None:
+        with contextlib.suppress(ConnectionClosed):  # a failed write shows up in _read
+            while True:
+                await ws.send(await outbox.get())
 
     # ---- frames ---------------------------------------------------------------------
 
@@ -438,11 +444,7 @@ class HeraldClient(Emitter):
         self._pending[self._next_id] = (fut, cmd)
         wire = {k: v for k, v in cmd.items() if not k.startswith("_")}
         wire["id"] = self._next_id
-        self._spawn(self._write(ws, json.dumps(wire)))
-
-    async def _write(self, ws: ClientConnection, text: str) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await ws.send(text)  # a failed write shows up as a drop in _read
+        self._outbox.put_nowait(json.dumps(wire))
 
     async def _send_now(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """Send on the current socket, bypassing the offline queue (connection setup)."""

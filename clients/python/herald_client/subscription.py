@@ -4,6 +4,7 @@ delivered, drops replayed duplicates, and reports whether a resume filled the ga
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -84,12 +85,13 @@ class Subscription(Emitter):
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._error: BaseException | None = None
         self.round = 0  # the connection attempt this was last sent on
+        self._confirmed = asyncio.Event()
 
     @property
     def active(self) -> bool:
         return self.state not in ("unsubscribed", "failed")
 
-    @property
+    @functools.cached_property
     def resumable(self) -> bool:
         """Only a concrete topic in mode `all` has offsets to resume from."""
         wild = any(part in ("*", ">") for part in self.pattern.split("."))
@@ -129,6 +131,7 @@ class Subscription(Emitter):
             "resubscribe": resubscribe,
         }
         self._set_state("subscribed")
+        self._confirmed.set()
         self.emit("subscribed", info)
         if recovered is not None:
             self.emit("recovered", info)
@@ -138,7 +141,8 @@ class Subscription(Emitter):
         if self.state in ("unsubscribed", "failed"):
             return False
         off = msg.get("offset")
-        if isinstance(off, int):
+        # Offsets are per topic: only a concrete-topic subscription can compare them.
+        if isinstance(off, int) and self.resumable:
             if self.offset is not None and off <= self.offset:
                 return False
             self.offset = off
@@ -151,11 +155,19 @@ class Subscription(Emitter):
             return
         self._error = error
         self._set_state(state)
+        self._confirmed.set()
         self._queue.put_nowait(_END)
 
     def fail(self, exc: CommandError) -> None:
         self.emit("error", {"code": exc.code, "message": exc.message})
         self.end("failed", exc)
+
+    async def ready(self) -> Subscription:
+        """Wait for the server's first `subscribed` (raises if it refused)."""
+        await self._confirmed.wait()
+        if self._error is not None and self.state == "failed":
+            raise self._error
+        return self
 
     async def unsubscribe(self) -> None:
         """Stop the subscription; pending messages are still yielded, then iteration ends."""
