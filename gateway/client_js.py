@@ -44,5 +44,6 @@ async def herald_js() -> Response:
     return Response(
         body,
         media_type="text/javascript; charset=utf-8",
-        headers={"Cache-Control": "public, max-age=300"},
+        # A page on another origin may import it as a module (which needs CORS).
+        headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"},
     )
