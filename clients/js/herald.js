@@ -421,7 +421,11 @@ export class HeraldClient extends Emitter {
       }
       if (frame && typeof frame === "object") this._dispatch(frame);
     };
-    ws.onerror = () => {}; // onclose follows with the details
+    // Browsers follow an error with a close event, but Node 20's WebSocket may not after
+    // a refused connection: end the session on either.
+    ws.onerror = () => {
+      if (ws.readyState !== 1) this._endSession(session, null, "connection failed");
+    };
     ws.onclose = (ev) => this._endSession(session, ev.code ?? null, ev.reason ?? "");
   }
 
@@ -451,7 +455,7 @@ export class HeraldClient extends Emitter {
     if (session.done) return;
     session.done = true;
     clearTimeout(session.timer);
-    session.ws.onopen = session.ws.onmessage = session.ws.onclose = null;
+    session.ws.onopen = session.ws.onmessage = session.ws.onclose = session.ws.onerror = null;
     if (session.ws.readyState <= 1) {
       try {
         session.ws.close();
