@@ -23,6 +23,8 @@ except ImportError:  # pragma: no cover
     _apply_mask = None
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# The one application protocol Herald speaks (docs/protocol.md "Subprotocol").
+SUBPROTOCOL = "herald.v1"
 MAX_HANDSHAKE_BYTES = 16 * 1024
 # Empty continuation frames cost memory and CPU without adding payload bytes, so an
 # unfinished message is bounded by its frame count too, not only by `max_size`.
@@ -83,6 +85,12 @@ class Handshake:
     def key(self) -> str | None:
         return self.headers.get("sec-websocket-key")
 
+    @property
+    def subprotocols(self) -> list[str]:
+        """What the client offers in Sec-WebSocket-Protocol, in its order."""
+        offered = self.headers.get("sec-websocket-protocol", "")
+        return [p for p in (part.strip() for part in offered.split(",")) if p]
+
     def is_websocket_upgrade(self) -> bool:
         upgrade = self.headers.get("upgrade", "").lower()
         connection = self.headers.get("connection", "").lower()
@@ -108,7 +116,11 @@ def parse_handshake(raw: bytes) -> Handshake:
         name, sep, value = line.partition(":")
         if not sep:
             raise ProtocolViolation(1002, "malformed header")
-        headers[name.strip().lower()] = value.strip()
+        name = name.strip().lower()
+        value = value.strip()
+        # A repeated header is one comma-separated list (RFC 9110 5.3), e.g. two
+        # Sec-WebSocket-Protocol lines.
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
     url = urlsplit(target)
     return Handshake(method, url.path, parse_qs(url.query), headers)
 
@@ -118,14 +130,15 @@ def accept_value(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
 
 
-def response_101(key: str) -> bytes:
+def response_101(key: str, subprotocol: str | None = None) -> bytes:
     # No Sec-WebSocket-Extensions: permessage-deflate would make every socket's
     # frames different and defeat frame-once broadcast (docs/architecture.md).
+    protocol = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
     return (
         "HTTP/1.1 101 Switching Protocols\r\n"
         "Upgrade: websocket\r\n"
         "Connection: Upgrade\r\n"
-        f"Sec-WebSocket-Accept: {accept_value(key)}\r\n\r\n"
+        f"Sec-WebSocket-Accept: {accept_value(key)}\r\n{protocol}\r\n"
     ).encode()
 
 

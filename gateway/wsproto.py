@@ -31,6 +31,7 @@ from fanout.framing import (
 )
 from gateway.wscodec import (
     MAX_HANDSHAKE_BYTES,
+    SUBPROTOCOL,
     FrameParser,
     ProtocolViolation,
     http_error,
@@ -210,6 +211,14 @@ class HeraldWebSocket(asyncio.Protocol):
                 "Sec-WebSocket-Version: 13\r\n",
             )
             return
+        # RFC 6455 4.2.2: answer one offered subprotocol, or refuse; browsers abort a
+        # connection whose offer is ignored.
+        offered = hs.subprotocols
+        if offered and SUBPROTOCOL not in offered:
+            self._reject(
+                400, "Bad Request", "invalid_request", f"unsupported subprotocol: use {SUBPROTOCOL}"
+            )
+            return
         if not self.node.ready():
             self._reject(
                 503,
@@ -228,7 +237,7 @@ class HeraldWebSocket(asyncio.Protocol):
                 "Retry-After: 1\r\n",
             )
             return
-        self.transport.write(response_101(key))
+        self.transport.write(response_101(key, SUBPROTOCOL if offered else None))
         self._parser = FrameParser(self.node.settings.max_frame_bytes)
         self.last_seen = self.edge.loop.time()
         self.edge.connected(self)

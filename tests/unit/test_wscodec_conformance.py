@@ -9,7 +9,13 @@ import pytest
 from test_wscodec import client_frame
 
 from fanout.framing import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT
-from gateway.wscodec import MAX_FRAGMENTS, FrameParser, ProtocolViolation
+from gateway.wscodec import (
+    MAX_FRAGMENTS,
+    FrameParser,
+    ProtocolViolation,
+    parse_handshake,
+    response_101,
+)
 
 BAD_UTF8 = "κόσμε".encode() + b"\xed\xa0\x80edited"  # a UTF-16 surrogate, encoded
 
@@ -119,3 +125,17 @@ def test_messages_before_a_violation_are_reported() -> None:
     data = client_frame(OP_TEXT, b"hello") + client_frame(0x5, b"") + client_frame(OP_PING, b"")
     exc = violation(FrameParser(1 << 20), data)
     assert exc.code == 1002 and exc.messages == [(OP_TEXT, b"hello")]
+
+
+def test_subprotocols_from_one_or_repeated_headers() -> None:
+    hs = parse_handshake(
+        b"GET /ws HTTP/1.1\r\nSec-WebSocket-Protocol: chat, herald.v1\r\n"
+        b"Sec-WebSocket-Protocol: mqtt\r\n"
+    )
+    assert hs.subprotocols == ["chat", "herald.v1", "mqtt"]
+    assert parse_handshake(b"GET /ws HTTP/1.1\r\nHost: h\r\n").subprotocols == []
+
+
+def test_101_names_the_selected_subprotocol() -> None:
+    assert b"\r\nSec-WebSocket-Protocol: herald.v1\r\n\r\n" in response_101("k", "herald.v1")
+    assert b"Sec-WebSocket-Protocol" not in response_101("k")
