@@ -22,6 +22,7 @@ AUTOBAHN_VENV := .autobahn-venv
 AUTOBAHN_STAMP := $(AUTOBAHN_VENV)/.installed-stamp
 
 $(AUTOBAHN_STAMP): tests/autobahn/requirements-py27.txt
+	@test -x $(PY27) || { echo "Python 2.7 not found at $(PY27): pyenv install 2.7.18, or set PY27=" >&2; exit 1; }
 	rm -rf $(AUTOBAHN_VENV) .autobahn-boot
 	$(PY27) -m pip install --quiet --disable-pip-version-check --target .autobahn-boot virtualenv==20.15.1
 	PYTHONPATH=.autobahn-boot $(PY27) -m virtualenv --quiet $(AUTOBAHN_VENV)
