@@ -6,7 +6,6 @@ from __future__ import annotations
 import struct
 
 import pytest
-from test_wscodec import client_frame
 
 from fanout.framing import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT
 from gateway.wscodec import (
@@ -16,6 +15,7 @@ from gateway.wscodec import (
     parse_handshake,
     response_101,
 )
+from wsclient import client_frame
 
 BAD_UTF8 = "κόσμε".encode() + b"\xed\xa0\x80edited"  # a UTF-16 surrogate, encoded
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from fanout.framing import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 from gateway.wscodec import FrameParser, ProtocolViolation
+from wsclient import client_frame
 
 # Generation speed varies on a shared CI machine: a slow draw is not a failure.
 PROPS = settings(
@@ -21,16 +22,8 @@ Frame = tuple[int, bytes, bool]  # opcode, payload, fin
 Message = tuple[int, bytes]
 
 
-def encode(opcode: int, payload: bytes, fin: bool, mask: bytes) -> bytes:
-    first = (0x80 if fin else 0) | opcode
-    n = len(payload)
-    if n < 126:
-        head = bytes((first, 0x80 | n))
-    elif n < 65536:
-        head = struct.pack("!BBH", first, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", first, 0x80 | 127, n)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+def encode(opcode: int, payload: bytes, fin: bool, key: bytes) -> bytes:
+    return client_frame(opcode, payload, fin, key=key)
 
 
 @st.composite
