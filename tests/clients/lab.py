@@ -129,6 +129,13 @@ class Lab:
         self.restarts[gid].join(30)
         return {"restarted": True}
 
+    def freeze(self, gid: str, frozen: bool) -> dict[str, Any]:
+        """SIGSTOP (a silent peer: the socket stays open, nothing answers) or SIGCONT."""
+        proc = self.groups[gid][0].proc
+        assert proc is not None
+        proc.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
+        return {"frozen": frozen}
+
     def queue(self, name: str, bodies: list[Any]) -> dict[str, Any]:
         assert self.basic is not None
         headers = {"Authorization": f"Bearer {API_KEY}"}
@@ -159,6 +166,8 @@ class Lab:
             return self.kill_restart(args["id"], float(args["delay_s"]))
         if action == "wait_restarted":
             return self.wait_restarted(args["id"])
+        if action == "freeze":
+            return self.freeze(args["id"], bool(args["frozen"]))
         if action == "queue":
             return self.queue(args["name"], args["bodies"])
         if action == "queue_stats":
@@ -166,6 +175,10 @@ class Lab:
         raise KeyError(action)
 
     def stop(self) -> None:
+        for group in self.groups.values():
+            for s in group:
+                if s.proc is not None and s.proc.poll() is None:
+                    s.proc.send_signal(signal.SIGCONT)  # a frozen one cannot stop
         for t in self.restarts.values():
             t.join(30)
         for s in self.servers.values():

@@ -22,6 +22,7 @@ SCENARIOS = [
     "wildcard_filter",
     "drain",
     "crash",
+    "liveness",
     "unrecovered",
     "token_refresh",
     "queue_ack_nack",

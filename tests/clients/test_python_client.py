@@ -110,6 +110,24 @@ async def test_crash_reconnects_with_backoff_and_resumes(lab: Lab) -> None:
     assert [r["recovered"] for r in resumes] == [True]
 
 
+async def test_silent_gateway_is_declared_dead_and_replaced(lab: Lab) -> None:
+    env = await asyncio.to_thread(lab.setup, "crash")
+    drops: list[dict[str, Any]] = []
+    client = HeraldClient(
+        env["ws"], ping_interval=0.3, ping_timeout=0.3, connect_timeout=0.5, min_backoff=0.1
+    )
+    async with client:
+        client.on("disconnected", drops.append)
+        await client.wait_open()
+        await asyncio.to_thread(lab.freeze, env["id"], True)
+        try:
+            await until(lambda: bool(drops), what="liveness timeout")
+        finally:
+            await asyncio.to_thread(lab.freeze, env["id"], False)
+        await until(lambda: client.connects == 2, what="reconnected")
+    assert "presumed dead" in drops[0]["reason"]
+
+
 async def test_offset_older_than_history_reports_recovered_false(lab: Lab) -> None:
     env = await asyncio.to_thread(lab.setup, "basic")
     topic = f"small.{rand()}"

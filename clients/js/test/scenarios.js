@@ -120,6 +120,31 @@ export const scenarios = {
     }
   },
 
+  async liveness({ HeraldClient, ctl }) {
+    const env = await ctl("setup", { kind: "crash" });
+    const client = new HeraldClient(env.ws, {
+      pingIntervalMs: 300,
+      pingTimeoutMs: 300,
+      connectTimeoutMs: 500,
+      minBackoffMs: 100,
+    });
+    try {
+      const drops = [];
+      client.on("disconnected", (e) => drops.push(e.reason));
+      await client.waitOpen();
+      await ctl("freeze", { id: env.id, frozen: true });
+      try {
+        await until(() => drops.length > 0, "liveness timeout");
+      } finally {
+        await ctl("freeze", { id: env.id, frozen: false });
+      }
+      await until(() => client.connects === 2, "reconnected");
+      check(drops[0].includes("presumed dead"), `first drop: ${drops[0]}`);
+    } finally {
+      client.close();
+    }
+  },
+
   async unrecovered({ HeraldClient, ctl }) {
     const env = await ctl("setup", { kind: "basic" });
     const topic = `small.${rand()}`;
