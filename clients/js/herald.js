@@ -249,7 +249,9 @@ export class Consumer {
       return;
     }
     try {
-      await this.client.request({ op: "ack", queue: this.queue, receipt: job.receipt });
+      const reply = await this.client.request({ op: "ack", queue: this.queue, receipt: job.receipt });
+      const failed = (reply.results ?? []).find((r) => r && r.error);
+      if (failed) throw new HeraldError("receipt_invalid", JSON.stringify(failed.error));
       this.acked += 1;
     } catch (err) {
       // At-least-once: the job will be redelivered, so handlers must be idempotent.

@@ -143,6 +143,13 @@ class HeraldClient(Emitter):
         """Start connecting in the background (commands queue until the socket is open)."""
         if self._runner is None:
             self._runner = asyncio.get_running_loop().create_task(self._run())
+            self._runner.add_done_callback(self._runner_done)
+
+    def _runner_done(self, task: asyncio.Task[None]) -> None:
+        # A bug must not leave callers waiting forever on a client that stopped.
+        if not task.cancelled() and task.exception() is not None:
+            log.error("herald client stopped", exc_info=task.exception())
+            self._give_up(None, f"client error: {task.exception()!r}")
 
     async def wait_open(self) -> None:
         """Wait until the connection is open (raises ClientClosed if the client gave up).
@@ -220,7 +227,7 @@ class HeraldClient(Emitter):
                     compression=None,
                     subprotocols=[self.subprotocol] if self.subprotocol else None,  # type: ignore[list-item]
                 )
-            except (OSError, InvalidHandshake, TimeoutError) as exc:
+            except (OSError, InvalidHandshake, TimeoutError, HeraldClientError) as exc:
                 code: int | None = None
                 reason = f"{type(exc).__name__}: {exc}"
             else:
@@ -585,8 +592,11 @@ class HeraldClient(Emitter):
 
     async def _call_get_token(self) -> str:
         assert self.get_token is not None
-        res = self.get_token()
-        token = await res if inspect.isawaitable(res) else res
+        try:
+            res = self.get_token()
+            token = await res if inspect.isawaitable(res) else res
+        except Exception as exc:
+            raise HeraldClientError(f"get_token failed: {exc!r}") from exc
         if not isinstance(token, str) or not token:
             raise HeraldClientError("get_token returned no token")
         return token

@@ -120,7 +120,12 @@ class Consumer:
                 self.nacked += 1
             return
         try:
-            await self.client.request({"op": "ack", "queue": self.queue, "receipt": job.receipt})
+            reply = await self.client.request(
+                {"op": "ack", "queue": self.queue, "receipt": job.receipt}
+            )
+            failed = [r for r in reply.get("results", ()) if isinstance(r, dict) and "error" in r]
+            if failed:
+                raise HeraldClientError(str(failed[0]["error"]))
             self.acked += 1
         except (HeraldClientError, TimeoutError) as exc:
             # At-least-once: the job comes back, so handlers must be idempotent.
