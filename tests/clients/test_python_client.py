@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from herald_client import HeraldClient, Job
+from herald_client import ConnectionLost, HeraldClient, Job
 from lab import API_KEY, Lab
 from procs import ROOT
 
@@ -116,16 +116,28 @@ async def test_silent_gateway_is_declared_dead_and_replaced(lab: Lab) -> None:
     client = HeraldClient(
         env["ws"], ping_interval=0.3, ping_timeout=0.3, connect_timeout=0.5, min_backoff=0.1
     )
+    topic = f"live.{rand()}"
     async with client:
         client.on("disconnected", drops.append)
-        await client.wait_open()
+        sub = await (await client.subscribe(topic)).ready()
         await asyncio.to_thread(lab.freeze, env["id"], True)
         try:
+            # In flight when the connection dies: resent with its id, refused without.
+            with_id = asyncio.create_task(client.publish(topic, "once", id=f"{topic}-1"))
+            without_id = asyncio.create_task(client.publish(topic, "maybe"))
             await until(lambda: bool(drops), what="liveness timeout")
         finally:
             await asyncio.to_thread(lab.freeze, env["id"], False)
         await until(lambda: client.connects == 2, what="reconnected")
+        await with_id
+        with pytest.raises(ConnectionLost):
+            await without_id
+        await client.publish(topic, "after")
+        got: list[Any] = []
+        while "after" not in got:  # "maybe" may or may not have been applied
+            got += await collect(sub, 1)
     assert "presumed dead" in drops[0]["reason"]
+    assert got.count("once") == 1 and got[-1] == "after"
 
 
 async def test_offset_older_than_history_reports_recovered_false(lab: Lab) -> None:

@@ -131,15 +131,30 @@ export const scenarios = {
     try {
       const drops = [];
       client.on("disconnected", (e) => drops.push(e.reason));
-      await client.waitOpen();
+      const topic = `live.${rand()}`;
+      const got = [];
+      await client.subscribe(topic, {}, (m) => got.push(m.data)).ready;
       await ctl("freeze", { id: env.id, frozen: true });
+      let withId;
+      let withoutId;
       try {
+        // In flight when the connection dies: resent with its id, refused without.
+        withId = client.publish(topic, "once", { id: `${topic}-1` });
+        withoutId = client.publish(topic, "maybe").then(
+          () => null,
+          (e) => e,
+        );
         await until(() => drops.length > 0, "liveness timeout");
       } finally {
         await ctl("freeze", { id: env.id, frozen: false });
       }
       await until(() => client.connects === 2, "reconnected");
+      await withId;
+      same((await withoutId)?.code, "connection_lost", "publish without id");
+      await client.publish(topic, "after");
+      await until(() => got.includes("after"), "the last message");
       check(drops[0].includes("presumed dead"), `first drop: ${drops[0]}`);
+      same(got.filter((d) => d === "once").length, 1, "the resent publish, applied once");
     } finally {
       client.close();
     }
