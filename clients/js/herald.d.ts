@@ -33,7 +33,7 @@ export interface ClientOptions {
   tokenRefreshWindowMs?: number;
   /** Commands kept while disconnected; beyond it they reject with `offline_queue_full`. Default 1000. */
   maxOfflineCommands?: number;
-  /** WebSocket subprotocol to offer (e.g. "herald.v1"); none by default. */
+  /** WebSocket subprotocol to offer; default "herald.v1", null for none (servers before it). */
   protocol?: string | null;
   /** A WebSocket class, e.g. `ws`'s, where there is no global WebSocket. */
   WebSocket?: { new (url: string, protocols?: string | string[]): WebSocket };

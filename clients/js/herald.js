@@ -286,7 +286,7 @@ export class HeraldClient extends Emitter {
     this.commandTimeoutMs = options.commandTimeoutMs ?? 30000;
     this.tokenRefreshWindowMs = options.tokenRefreshWindowMs ?? 30000;
     this.maxOfflineCommands = options.maxOfflineCommands ?? 1000;
-    this.protocol = options.protocol ?? null;
+    this.protocol = options.protocol === undefined ? "herald.v1" : options.protocol;
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     if (!this.WebSocket) {
       throw new TypeError("no WebSocket class: pass { WebSocket } (e.g. from the `ws` package)");

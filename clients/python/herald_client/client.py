@@ -88,7 +88,7 @@ class HeraldClient(Emitter):
         command_timeout: float = 30.0,
         token_refresh_window: float = 30.0,
         max_offline_commands: int = 1000,
-        subprotocol: str | None = None,
+        subprotocol: str | None = "herald.v1",
         max_frame_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         super().__init__()
