@@ -77,6 +77,7 @@ class Group:
         "members",
         "pending",
         "prefix",
+        "received",
         "shape",
     )
 
@@ -91,11 +92,13 @@ class Group:
         self.pending: dict[object, Message] = {}
         self.due: float | None = None
         self.lagged: dict[Sink, int] = {}
+        self.received = 0  # messages matched (and passing the filter), for presence rates
         self.prefix = b'{"op":"msgs","sub":"' + self.key.encode() + b'","msgs":['
 
     def add(self, msg: Message) -> bool:
         """Queue `msg`; True when the batch was empty before (a flush is owed)."""
         was_empty = not self.pending
+        self.received += 1
         if self.shape.mode == "latest":
             k: object = msg.topic
             if self.shape.key is not None:
@@ -162,6 +165,17 @@ class Hub:
     def patterns(self) -> list[str]:
         """Patterns with at least one local subscriber (the pod's interest)."""
         return list(self._patterns)
+
+    def presence(self) -> dict[str, tuple[int, int]]:
+        """Per pattern: (local subscriptions, messages its groups matched so far)."""
+        out: dict[str, tuple[int, int]] = {}
+        for group in self._groups.values():
+            subs, msgs = out.get(group.shape.pattern, (0, 0))
+            out[group.shape.pattern] = (
+                subs + len(group.members) + len(group.catching_up),
+                msgs + group.received,
+            )
+        return out
 
     def subscribe(self, sink: Sink, shape: Shape, *, catch_up: bool = False) -> Group:
         """Add `sink` to the group of `shape`; idempotent for the same sink and shape.

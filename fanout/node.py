@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from fanout.backplane import Backplane, HistoryPage, PublishItem, PublishOutcome
 from fanout.hub import Hub, Shape, Sink
 from fanout.message import Message
+from fanout.presence import Presence
 from shared.auth import Authenticator, Principal
 from shared.config import Settings
 from shared.errors import HeraldError, InvalidRequest, PayloadTooLarge
@@ -69,6 +70,7 @@ class Node:
             on_wakeup=self._wakeup,
             on_interest=self._on_interest,
         )
+        self.presence = Presence(self.hub, backplane)
         self.draining = False
         self.published_total = 0
         self._id_prefix = secrets.token_hex(5)
@@ -87,6 +89,7 @@ class Node:
         if self.queues is not None:
             await self.queues.start()
         self._lag_task = asyncio.create_task(self._lag_notices())
+        await self.presence.start()
         if not self.auth.enabled:
             log.warning(
                 "AUTH IS DISABLED: no HERALD_JWT_SECRET, HERALD_JWT_PUBLIC_KEY or "
@@ -98,6 +101,7 @@ class Node:
             self._lag_task.cancel()
         if self._timer is not None:
             self._timer.cancel()
+        await self.presence.stop()
         if self.queues is not None:
             await self.queues.close()
         await self.backplane.close()

@@ -232,6 +232,11 @@ class RedisBackplane(Backplane):
         self._publisher.configure(client, cluster=cluster)
         await scripts.load(client)
 
+    @property
+    def command_client(self) -> Any:
+        """The command client (Redis or RedisCluster), None until connected."""
+        return self._cmd
+
     def _require(self) -> Any:
         if self._cmd is None or not self._cmd_ok or self._closed:
             raise BackplaneUnavailable("the Redis backplane is unreachable")

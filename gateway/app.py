@@ -19,6 +19,7 @@ from gateway.client_js import router as client_js_router
 from gateway.commands import HANDLERS
 from gateway.edge import Edge
 from gateway.http_api import router
+from gateway.pages import router as pages_router
 from gateway.responses import JSONBytes
 from shared.config import Settings
 from shared.errors import HeraldError, PayloadTooLarge
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(router)
     app.include_router(client_js_router)
+    app.include_router(pages_router)
     try:
         from gateway.queues_api import router as queues_router
     except ImportError:

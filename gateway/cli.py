@@ -1,4 +1,4 @@
-"""The `herald` command: serve, publish, tail, queue, bench."""
+"""The `herald` command: serve, publish, tail, queue, demo, bench."""
 
 from __future__ import annotations
 
@@ -148,6 +148,24 @@ async def _tail(
             typer.echo(json.dumps({"op": "error", "message": str(exc)}), err=True)
             return 1
     return 0
+
+
+@app.command()
+def demo(
+    games: Annotated[int, typer.Option(min=1, max=1000, help="Games to simulate")] = 6,
+    rate: Annotated[float, typer.Option(min=0.1, max=1000, help="Updates per second")] = 4.0,
+    duration: Annotated[float, typer.Option(min=0, help="Seconds to run (0: forever)")] = 0,
+    seed: Annotated[int | None, typer.Option(help="Random seed (a repeatable run)")] = None,
+    url: Url = "http://127.0.0.1:8080",
+    token: Token = None,
+) -> None:
+    """Simulate live games (goals, cards, clock ticks) for the /demo/scores page."""
+    from gateway.demo import run
+
+    typer.echo(f"{games} games, {rate:g} updates/s: open {url}/demo/scores", err=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        sent = run(url, games, rate, duration, token, seed, echo=lambda s: typer.echo(s, err=True))
+        typer.echo(f"published {sent} updates", err=True)
 
 
 @app.command()

@@ -52,7 +52,7 @@ from fanout.queues.model import (
     empty_stats,
     new_receipt_base,
 )
-from fanout.queues.redis_keys import META, OUTBOX, RedisKeys
+from fanout.queues.redis_keys import META, OUTBOX, QUEUE_PARTS, RedisKeys
 from fanout.queues.redis_scripts import GLOBAL_SCRIPTS, SCRIPTS
 from fanout.queues.service import Clock, QueueService, QueueSubscription
 from fanout.redis.connect import detect_cluster, split
@@ -69,6 +69,7 @@ log = logging.getLogger("herald.queues.redis")
 T = TypeVar("T")
 
 _REDRIVE_PAGE = 500
+_BODIES, _STATE, _EXPIRY = (QUEUE_PARTS.index(p) for p in ("bodies", "state", "expiry"))
 
 
 def _text(value: Any) -> str:
@@ -507,6 +508,37 @@ class RedisQueueService(QueueService):
             raise ReceiptInvalid("receipt is not the latest of an in-flight message")
         if seconds == 0:
             self._wake(name)
+
+    async def _peek(self, name: str, count: int) -> builtins.list[dict[str, Any]]:
+        # Plain reads, no script: a message may leave between them and is then
+        # skipped. `expiry` holds every message, scored by its arrival here.
+        if await self._load_attrs(name) is None:
+            raise QueueNotFound(f"queue {name!r} does not exist", details={"queue": name})
+        k = self.keys.queue(name)
+        ids: builtins.list[Any] = builtins.list(
+            await self._io(self._redis.zrange(k[_EXPIRY], 0, count - 1))
+        )
+        if not ids:
+            return []
+        bodies = await self._io(self._redis.hmget(k[_BODIES], ids))
+        states = await self._io(self._redis.hmget(k[_STATE], ids))
+        out: builtins.list[dict[str, Any]] = []
+        for msg_id, payload, raw in zip(ids, bodies, states, strict=True):
+            if payload is None or raw is None:
+                continue
+            body, attributes = decode_payload(payload)
+            st = orjson.loads(raw)
+            out.append(
+                {
+                    "id": _text(msg_id),
+                    "body": body,
+                    "attributes": attributes,
+                    "receive_count": int(st.get("rc", 0)),
+                    "sent_at": int(st.get("t", 0)),
+                    "source": st.get("src") or None,
+                }
+            )
+        return out
 
     async def _redrive(self, dlq: str) -> int:
         cursor = 0

@@ -295,6 +295,14 @@ class QueueService(abc.ABC):
         t = number(timeout, "timeout", 0, MAX_VISIBILITY_S)
         await self._change_visibility(name, msg_id, token, t, release=t == 0)
 
+    async def peek(self, name: str, max: int = 10) -> builtins.list[dict[str, Any]]:
+        """The oldest messages of a queue, in flight or not, without receiving them.
+
+        Read-only: no receive count, visibility or receipt changes (for consoles).
+        """
+        validate_name(name)
+        return await self._peek(name, integer(max, "max", 1, MAX_BATCH))
+
     async def redrive(self, dlq_name: str) -> int:
         """Move dead-lettered messages back to their source queues; returns how many."""
         return await self._redrive(validate_name(dlq_name))
@@ -453,6 +461,10 @@ class QueueService(abc.ABC):
 
     @abc.abstractmethod
     async def _redrive(self, dlq: str) -> int: ...
+
+    @abc.abstractmethod
+    async def _peek(self, name: str, count: int) -> builtins.list[dict[str, Any]]:
+        """`{id, body, attributes, receive_count, sent_at, source}`, oldest first."""
 
     @abc.abstractmethod
     async def _load_subscriptions(self) -> builtins.list[QueueSubscription]: ...

@@ -509,6 +509,33 @@ class SqliteQueueService(QueueService):
         if seconds == 0:
             self._wake(name)
 
+    async def _peek(self, name: str, count: int) -> builtins.list[dict[str, Any]]:
+        now = self.clock()
+
+        def peek(conn: sqlite3.Connection) -> builtins.list[dict[str, Any]]:
+            self._require(conn, name)
+            rows = conn.execute(
+                "SELECT id, payload, receive_count, sent_at, source FROM messages"
+                " WHERE queue = ? AND expires_at > ? ORDER BY seq LIMIT ?",
+                (name, now, count),
+            ).fetchall()
+            out = []
+            for msg_id, payload, rc, sent_at, source in rows:
+                body, attributes = decode_payload(payload)
+                out.append(
+                    {
+                        "id": msg_id,
+                        "body": body,
+                        "attributes": attributes,
+                        "receive_count": rc,
+                        "sent_at": sent_at,
+                        "source": source,
+                    }
+                )
+            return out
+
+        return await self._run(peek, write=False)
+
     async def _redrive(self, dlq: str) -> int:
         now = self.clock()
         woken: set[str] = set()

@@ -10,6 +10,8 @@ so on Redis Cluster the script can SPUBLISH it too.
                           fields t (ts, ms) and e (envelope with offset)
     herald:t:{T}:i:<id>   string, the first result of an idempotent publish (300 s)
     herald:prefixes       zset `<pod>:<prefix>` → expiry (ms): wildcard interest
+    herald:presence       zset `<pod>` → expiry (ms): pods publishing presence
+    herald:presence:<pod> string, JSON {pattern: [subscriptions, messages]} (fanout/presence.py)
     channel herald:t:{T}  every message of topic T
     channel herald:p:<P>  every message of topics under prefix P, published only
                           while some pod watches a pattern whose literal prefix is P
@@ -24,6 +26,7 @@ from shared.topics import is_wildcard
 
 NS = "herald"
 PREFIXES_KEY = f"{NS}:prefixes"
+PRESENCE_KEY = f"{NS}:presence"
 CONTROL_CHANNEL = f"{NS}:ctl".encode()
 _TOPIC_CHANNEL = f"{NS}:t:"
 _PREFIX_CHANNEL = f"{NS}:p:"
@@ -39,6 +42,10 @@ def history_key(topic: str) -> str:
 
 def idempotency_key(topic: str, msg_id: str) -> str:
     return f"{NS}:t:{{{topic}}}:i:{msg_id}"
+
+
+def presence_key(pod: str) -> str:
+    return f"{PRESENCE_KEY}:{pod}"
 
 
 def topic_channel(topic: str) -> bytes:
