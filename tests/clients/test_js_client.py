@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -31,7 +30,6 @@ SCENARIOS = [
     "close_1008_never_loops",
     "unauthorized_4401",
 ]
-CHROMIUM = "/usr/bin/chromium"
 
 
 def node_binary() -> str:
@@ -55,20 +53,6 @@ def test_node(control: Control, scenario: str) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "# pass 1" in out.stdout, out.stdout
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    if not os.path.exists(CHROMIUM):
-        raise RuntimeError("chromium is not installed; run `make test` (it installs it)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
