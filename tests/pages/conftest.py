@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -20,6 +21,8 @@ HISTORY = '[{"pattern": "game.>", "size": 1000}]'
 IMG = ROOT / "docs" / "img"
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
+# Shared CI machines are slow: waiting longer costs nothing when things work.
+expect.set_options(timeout=15_000)
 
 
 def redis_gateway(redis: RedisServer, **env: str) -> HeraldServer:

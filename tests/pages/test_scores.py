@@ -94,9 +94,7 @@ def test_rapid_updates_of_one_game_render_once_with_the_latest(pods: Pods, page:
     assert int(page.locator("#received").inner_text()) == received + 1
 
 
-def test_drain_reconnects_and_catches_up_without_missing_a_goal(
-    pods: Pods, page: Any
-) -> None:
+def test_drain_reconnects_and_catches_up_without_missing_a_goal(pods: Pods, page: Any) -> None:
     a, b, redis = pods
     c = redis_gateway(redis, HERALD_DRAIN_TIMEOUT="1").start()
     assert b.proc is not None

@@ -117,8 +117,9 @@ function drawChart(c, v) {
   points.push(v);
   if (points.length > POINTS) points.shift();
   const max = Math.max(1, ...points);
-  const offset = POINTS - points.length;
-  const coords = points.map((p, i) => `${offset + i},${(100 - (p / max) * 95).toFixed(1)}`).join(" ");
+  // Spread what we have over the width until a minute of samples fills it.
+  const step = (POINTS - 1) / Math.max(1, points.length - 1);
+  const coords = points.map((p, i) => `${(i * step).toFixed(2)},${(100 - (p / max) * 95).toFixed(1)}`).join(" ");
   const figure = $(`chart-${c.id}`).closest("figure");
   figure.querySelector("polyline").setAttribute("points", coords);
   $(`chart-${c.id}`).textContent = Number.isInteger(v) ? String(v) : v.toFixed(1);
