@@ -184,3 +184,25 @@ def test_auth_on_refuses_without_an_api_key(secured: HeraldServer, page: Any) ->
     page.get_by_role("button", name="Open the console").click()
     expect(queues).to_be_visible()
     expect(page.get_by_role("heading", name="Authentication required")).to_be_hidden()
+
+
+def test_pages_and_console_apis_refuse_hostile_input(pods: Pods) -> None:
+    a = pods[0]
+    with httpx.Client(base_url=a.http) as http:
+        for path in ("/demo/scores", "/admin", "/ui/herald.css", "/ui/admin/admin.js"):
+            r = http.get(path)
+            assert r.status_code == 200 and r.headers["x-content-type-options"] == "nosniff"
+        assert http.get("/ui/demo/scores.js").headers["content-type"].startswith("text/javascript")
+        # Nothing outside gateway/static, however the path is spelled.
+        for path in ("/ui/../app.py", "/ui/%2e%2e/app.py", "/ui/..%2fapp.py", "/ui/", "/ui/nope"):
+            r = http.get(path)
+            assert r.status_code == 404, (path, r.status_code)
+            assert "import" not in r.text
+        assert http.put("/v1/queues/hostile", json={}).status_code == 200
+        for query in ("max=0", "max=101", "max=x"):
+            r = http.get(f"/v1/queues/hostile/peek?{query}")
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
+        assert http.get("/v1/queues/nope/peek").status_code == 404
+        for topic in ("a..b", "a.>.b", "x" * 2000):
+            r = http.get(f"/v1/topics/{topic}/presence")
+            assert r.status_code == 400, (topic, r.text)
