@@ -17,7 +17,9 @@ Scenarios:
   (d) batching: Herald batch_ms=100 vs 0 at 50 msg/s per topic: frames and bytes
   (e) connection scale: concurrent Herald connections (bounded count and time)
 
-Run: herald bench [--quick]   or   python -m loadtest.bench [--quick] [--only herald,nats]
+Run: python -m loadtest.bench [--quick] [--only herald,nats] [--write-docs]   (or make bench)
+
+The tables are printed; docs/BENCHMARKS.md and docs/img/ change only with --write-docs.
 """
 
 from __future__ import annotations
@@ -917,7 +919,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "herald bench" + (" --quick" if args.quick else ""),
+        "command": "python -m loadtest.bench" + (" --quick" if args.quick else ""),
         "machine": f"{platform.node()}, {os.cpu_count()} cores, Linux {platform.release()}, "
         f"Python {platform.python_version()}, fd limit {limit}",
         "scale": sc.__dict__,
@@ -1265,7 +1267,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Herald vs peers (issue 5)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--only", default="", help="comma-separated system names")
-    p.add_argument("--no-docs", action="store_true", help="do not touch docs/")
+    p.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="also write docs/img/ and rewrite the issue 5 section of docs/BENCHMARKS.md",
+    )
     p.add_argument(
         "--scale-workers",
         action="store_true",
@@ -1274,9 +1280,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(quick: bool = False, argv: list[str] | None = None) -> int:
-    args = parse_args(argv if argv is not None else [])
-    args.quick = args.quick or quick
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     hard = 290 if args.quick else 1250
 
     def on_alarm(signum: int, frame: Any) -> None:
@@ -1291,18 +1296,20 @@ def main(quick: bool = False, argv: list[str] | None = None) -> int:
         stop_all()
     md = markdown(r)
     images: list[str] = []
-    if not args.no_docs:
+    if args.write_docs:
         try:
             from loadtest.plots import plot_all
 
             images = plot_all(r, IMG)
         except Exception as exc:  # plots are a bonus; the tables are the result
             log(f"plots failed: {exc!r}")
-        if not args.only:
+        if args.only:
+            log("--only: a partial run; docs/BENCHMARKS.md left as it is")
+        else:
             write_docs(r, md, images)
     print(md)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(argv=sys.argv[1:]))
+    raise SystemExit(main())
