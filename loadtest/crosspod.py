@@ -35,11 +35,7 @@ import multiprocessing
 import os
 import select
 import shutil
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,7 +46,8 @@ import httpx
 import orjson
 import websockets
 
-ROOT = Path(__file__).resolve().parent.parent
+from loadtest.procs import HeraldServer, RedisServer, running
+
 TOPIC = "bench.crosspod"
 LAT_TOPIC = "bench.latency"
 MARK = b'{"topic":'
@@ -59,94 +56,27 @@ MARK = b'{"topic":'
 # ---- processes (free ports, stopped by PID) ------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process {proc.pid} exited before port {port} opened")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"port {port} did not open")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-
-
 @contextlib.contextmanager
 def deployment(gateways: int, history: bool = False) -> Iterator[tuple[list[tuple[int, int]], int]]:
     """A private Redis and `gateways` Herald processes.
 
     Yields the gateways' (HTTP port, PID)s and the Redis PID.
     """
-    redis_bin = shutil.which("redis-server")
-    if redis_bin is None:
-        raise SystemExit("redis-server is not installed (make redis-server)")
-    procs: list[subprocess.Popen[bytes]] = []
-    tmp = Path(tempfile.mkdtemp(prefix="herald-crosspod-"))
+    redis = RedisServer(args=("--appendonly", "no"))
+    env = {
+        "HERALD_ENGINE": "redis",
+        "HERALD_REDIS_URL": redis.url,
+        "HERALD_SEND_BUFFER_BYTES": str(8 << 20),
+    }
+    if history:
+        env["HERALD_HISTORY"] = json.dumps([{"pattern": "bench.>", "size": 1000}])
+    pods = [HeraldServer(env=env, ready_path="/readyz") for _ in range(gateways)]
     try:
-        rport = _free_port()
-        redis = subprocess.Popen(
-            [redis_bin, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-             "--dir", str(tmp), "--appendonly", "no", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        procs.append(redis)
-        _wait_port(rport, redis)
-        ports = [_free_port() for _ in range(gateways)]
-        env = {
-            **os.environ,
-            "HERALD_ENGINE": "redis",
-            "HERALD_REDIS_URL": f"redis://127.0.0.1:{rport}/0",
-            "HERALD_HOST": "127.0.0.1",
-            "HERALD_LOG_LEVEL": "warning",
-            "HERALD_SEND_BUFFER_BYTES": str(8 << 20),
-        }
-        if history:
-            env["HERALD_HISTORY"] = json.dumps([{"pattern": "bench.>", "size": 1000}])
-        for i, port in enumerate(ports):
-            data = tmp / f"gw{i}"
-            data.mkdir()
-            with (data / "herald.log").open("wb") as log:
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "gateway.cli", "serve"],
-                        env={**env, "HERALD_PORT": str(port), "HERALD_DATA_DIR": str(data)},
-                        cwd=ROOT,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-        for port, proc in zip(ports, procs[1:], strict=True):
-            _wait_port(port, proc)
-        for port in ports:
-            deadline = time.monotonic() + 20
-            while httpx.get(f"http://127.0.0.1:{port}/readyz").status_code != 200:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"gateway on {port} not ready")
-                time.sleep(0.05)
-        yield [(port, proc.pid) for port, proc in zip(ports, procs[1:], strict=True)], redis.pid
+        with running(redis, *pods):
+            yield [(pod.port, pod.pid) for pod in pods], redis.pid
     finally:
-        for proc in reversed(procs):
-            _stop(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
+        for d in (redis.dir, *(pod.data_dir for pod in pods)):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 # ---- lazy raw subscribers ----------------------------------------------------------------
