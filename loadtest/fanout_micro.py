@@ -16,7 +16,7 @@ One run measures, side by side and on the same machine:
 
 Phases alternate Herald/floor for `--rounds` rounds so that machine noise hits both.
 The server runs pinned to one core (`--server-cpu`), the load generator
-(`loadtest/wsclient.py`, one process per server) and this driver to the other.
+(`loadtest/loadclient.py`, one process per server) and this driver to the other.
 
 Run: python -m loadtest.fanout_micro [--sockets 5000] [--messages N] [--quick]
 """
@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import resource
-import select
 import shutil
 import signal
 import socket
@@ -44,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtest.loadclient import LoadClient, topic_name
 from loadtest.procs import (
     PY,
     bench_herald,
@@ -61,7 +61,7 @@ from loadtest.procs import (
     wait_quiet,
 )
 
-TOPIC = "bench.t"
+TOPIC = topic_name(0)  # the load client's first topic
 FD_HEADROOM = 1000
 CONNS_PER_CLIENT = 10_000
 
@@ -184,45 +184,10 @@ class Floor(Server):
         stop_pid(self.proc)
 
 
-class LoadClient:
-    """One `loadtest.wsclient` process, driven by JSON lines."""
-
-    def __init__(self, port: int, cpu: int | None, sources: list[str]) -> None:
-        args = [PY, "-m", "loadtest.wsclient", "--port", str(port), "--topic", TOPIC]
-        if sources:
-            args += ["--sources", ",".join(sources)]
-        self.proc = spawn(args, cpu, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        hello = self._read(20)
-        self.pid = int(hello["pid"])
-
-    def _read(self, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        ready, _, _ = select.select([fd], [], [], timeout)
-        if not ready:
-            raise TimeoutError("load client did not answer")
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"load client exited ({self.proc.poll()})")
-        out: dict[str, Any] = json.loads(line)
-        return out
-
-    def call(self, cmd: str, timeout: float = 30.0, **kw: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}).encode() + b"\n")
-        self.proc.stdin.flush()
-        return self._read(timeout)
-
-    def connect(self, n: int, timeout: float) -> dict[str, Any]:
-        res = self.call("connect", timeout=timeout + 30, n=n, timeout_each=timeout)
-        if res.get("failed"):
-            raise RuntimeError(f"{res['failed']} of {n} connections failed: {res}")
-        return res
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self.call("quit", timeout=10)
-        stop_pid(self.proc)
+def load_client(server: Server, cpu: int | None, sources: list[str]) -> LoadClient:
+    """A load-client process subscribed the way `server` expects, counting messages."""
+    kind = "floor" if server.name == "floor" else "herald"
+    return LoadClient(server.port, kind, cpu, sources, mark="topic")
 
 
 def sources_for(n: int, per_source: int = 10_000) -> list[str]:
@@ -392,8 +357,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         herald = Herald(args.server_cpu, args.send_buffer, args.payload, data_dir)
         floor = Floor(args.server_cpu)
         srcs = sources_for(args.sockets)
-        hc = LoadClient(herald.port, args.client_cpu, srcs)
-        fc = LoadClient(floor.port, args.client_cpu, srcs)
+        hc = load_client(herald, args.client_cpu, srcs)
+        fc = load_client(floor, args.client_cpu, srcs)
         rss.append(measure_rss(herald, [hc], args.sockets, args.settle, args.connect_timeout))
         rss.append(measure_rss(floor, [fc], args.sockets, args.settle, args.connect_timeout))
         log(f"connected {args.sockets} sockets to each server; RSS {rss}")
@@ -438,7 +403,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 lambda: Floor(args.server_cpu),
             ):
                 srv = make()
-                cls = [LoadClient(srv.port, args.client_cpu, srcs) for _ in range(nclients)]
+                cls = [load_client(srv, args.client_cpu, srcs) for _ in range(nclients)]
                 try:
                     rss.append(
                         measure_rss(srv, cls, args.rss_conns, args.settle, args.connect_timeout)

@@ -2,69 +2,33 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import select
 import subprocess
 import time
 from typing import Any
 
 from loadtest.bench.servers import CLIENT_CPU, FloorSrv, NatsSrv, Srv
+from loadtest.loadclient import LoadClient
 from loadtest.procs import PY, spawn, stop_pid
 
 PER_CLIENT = 9_000  # sockets per load-generator process (fd limit per process)
 
 
 class Subs:
-    """A set of `loadtest.peerclients sub` processes (≤ PER_CLIENT sockets each)."""
+    """A set of `loadtest.loadclient sub` processes (≤ PER_CLIENT sockets each)."""
 
     def __init__(self, srv: Srv, sources: list[str], batch_ms: int | None = None) -> None:
         self.srv = srv
         self.sources = sources
         self.batch_ms = batch_ms
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.clients: list[LoadClient] = []
         self.load: list[int] = []
         self.total = 0
 
     def _new(self) -> None:
-        args = [
-            PY,
-            "-m",
-            "loadtest.peerclients",
-            "sub",
-            "--kind",
-            self.srv.kind,
-            "--port",
-            str(self.srv.port),
-            "--sources",
-            ",".join(self.sources),
-        ]
-        if self.batch_ms is not None:
-            args += ["--batch-ms", str(self.batch_ms)]
-        p = spawn(args, CLIENT_CPU, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.procs.append(p)
+        s = self.srv
+        self.clients.append(LoadClient(s.port, s.kind, CLIENT_CPU, self.sources, self.batch_ms))
         self.load.append(0)
-        self._read(p, 20)
-
-    @staticmethod
-    def _read(p: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
-        assert p.stdout is not None
-        ready, _, _ = select.select([p.stdout.fileno()], [], [], timeout)
-        if not ready:
-            raise TimeoutError("load client did not answer")
-        line = p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"load client exited ({p.poll()})")
-        out: dict[str, Any] = json.loads(line)
-        return out
-
-    def _call(
-        self, p: subprocess.Popen[bytes], cmd: str, timeout: float = 30, **kw: Any
-    ) -> dict[str, Any]:
-        assert p.stdin is not None
-        p.stdin.write(json.dumps({"cmd": cmd, **kw}).encode() + b"\n")
-        p.stdin.flush()
-        return self._read(p, timeout)
 
     def connect(
         self,
@@ -81,15 +45,14 @@ class Subs:
         samples: list[str] = []
         left = n
         while left > 0:
-            if not self.procs or self.load[-1] >= PER_CLIENT:
+            if not self.clients or self.load[-1] >= PER_CLIENT:
                 self._new()
-            i = len(self.procs) - 1
+            i = len(self.clients) - 1
             k = min(left, PER_CLIENT - self.load[i])
             remain = max_seconds - (time.monotonic() - t0)
             if remain <= 1:
                 break
-            r = self._call(
-                self.procs[i],
+            r = self.clients[i].call(
                 "connect",
                 timeout=remain + 30,
                 n=k,
@@ -118,7 +81,7 @@ class Subs:
         }
 
     def broadcast(self, cmd: str) -> list[dict[str, Any]]:
-        return [self._call(p, cmd) for p in self.procs]
+        return [c.call(cmd) for c in self.clients]
 
     def stats(self) -> dict[str, Any]:
         tot: dict[str, Any] = {
@@ -149,11 +112,9 @@ class Subs:
         }
 
     def stop(self) -> None:
-        for p in self.procs:
-            with contextlib.suppress(Exception):
-                self._call(p, "quit", timeout=10)
-            stop_pid(p)
-        self.procs.clear()
+        for c in self.clients:
+            c.stop()
+        self.clients.clear()
 
 
 def publish(srv: Srv, topics: int, rate: float, count: int, timeout: float) -> dict[str, Any]:
@@ -171,7 +132,7 @@ def publish(srv: Srv, topics: int, rate: float, count: int, timeout: float) -> d
         [
             PY,
             "-m",
-            "loadtest.peerclients",
+            "loadtest.loadclient",
             "pub",
             "--kind",
             srv.kind,

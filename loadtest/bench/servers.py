@@ -32,7 +32,7 @@ FLOOR_FRAME_BYTES = 0  # set from Herald's measured frame size so both write the
 class Srv:
     name = ""
     label = ""
-    kind = "simple"  # peerclients dialect
+    kind = "simple"  # the load client's dialect (loadtest/loadclient.py)
     uses_redis = False
     proc: subprocess.Popen[bytes]
     port: int
