@@ -172,8 +172,27 @@ def _temp_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 
+class _Process:
+    """What both servers share: one child process, stopped by its PID."""
+
+    proc: subprocess.Popen[bytes] | None
+    stop_timeout = 10.0
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            stop_pid(self.proc, sig, timeout=self.stop_timeout)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
 @dataclass
-class RedisServer:
+class RedisServer(_Process):
     """A private redis-server on a free port, with its data in a temp dir."""
 
     port: int = field(default_factory=free_port)
@@ -185,11 +204,6 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None, "not started"
-        return self.proc.pid
 
     def start(self) -> RedisServer:
         cmd = [
@@ -206,14 +220,6 @@ class RedisServer:
         wait_port(self.port, 15.0, proc=self.proc)
         return self
 
-    def kill(self) -> None:
-        if self.proc is not None:
-            stop_pid(self.proc, signal.SIGKILL)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_pid(self.proc)
-
     def cli(self, *args: str) -> str:
         out = subprocess.run(
             ["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True, check=True
@@ -222,7 +228,7 @@ class RedisServer:
 
 
 @dataclass
-class HeraldServer:
+class HeraldServer(_Process):
     """A real `herald serve` process (uvicorn) on a free port.
 
     `env` is laid over this process's environment, minus the names in `unset`;
@@ -246,10 +252,7 @@ class HeraldServer:
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None, "not started"
-        return self.proc.pid
+    stop_timeout = 30.0  # the drain (HERALD_DRAIN_TIMEOUT) runs on SIGTERM
 
     def start(self, timeout: float = 20.0) -> HeraldServer:
         env = {k: v for k, v in os.environ.items() if k not in self.unset}
@@ -279,14 +282,6 @@ class HeraldServer:
                 raise RuntimeError(f"herald serve exited with {self.proc.returncode}")
             time.sleep(0.05)
         raise TimeoutError(f"herald did not answer 200 on {self.ready_path} within {timeout}s")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None:
-            stop_pid(self.proc, sig, timeout=30)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            stop_pid(self.proc, signal.SIGKILL)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log and self.log.exists() else ""

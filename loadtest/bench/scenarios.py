@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from loadtest.bench.load import Subs, publish, sources_for, wait_delivery
@@ -17,62 +17,52 @@ FD_HEADROOM = 400
 
 @dataclass
 class Scale:
-    quick: bool
-    cap_subs: list[int]
-    cap_msgs: dict[int, int]
-    cap_rate: dict[int, float]
-    lat_subs: int
-    lat_topics: int
-    lat_rate: float
-    lat_seconds: float
-    rss_conns: int
-    batch_subs: int
-    batch_topics: int
-    batch_seconds: float
-    scale_max: int
-    scale_seconds: float
-    phase_timeout: float
-    budget_s: float
+    """How large each scenario runs: the full run's sizes; `QUICK` overrides some."""
+
+    quick: bool = False
+    cap_subs: list[int] = field(default_factory=lambda: [2000, 10000])
+    cap_msgs: dict[int, int] = field(default_factory=lambda: {2000: 40, 10000: 20})
+    cap_rate: dict[int, float] = field(default_factory=lambda: {2000: 25.0, 10000: 5.0})
+    lat_subs: int = 10000
+    lat_topics: int = 100
+    lat_rate: float = 1000.0
+    lat_seconds: float = 10.0
+    rss_conns: int = 20_000
+    batch_subs: int = 1000
+    batch_topics: int = 10
+    batch_seconds: float = 5.0
+    scale_max: int = 60_000
+    scale_seconds: float = 120.0
+    phase_timeout: float = 60.0
+    budget_s: float = 1140.0
+
+
+QUICK: dict[str, Any] = {
+    "quick": True,
+    "cap_subs": [2000],
+    "cap_msgs": {2000: 20},
+    "cap_rate": {2000: 20.0},
+    "lat_subs": 2000,
+    "lat_topics": 20,
+    "lat_rate": 200.0,
+    "lat_seconds": 4.0,
+    "rss_conns": 2000,
+    "batch_subs": 200,
+    "batch_topics": 4,
+    "batch_seconds": 3.0,
+    "scale_max": 10_000,
+    "scale_seconds": 30.0,
+    "phase_timeout": 25.0,
+    "budget_s": 270.0,
+}
 
 
 def make_scale(quick: bool, fd_limit: int) -> Scale:
+    """The run's scale, with the connection counts capped by the fd limit."""
+    sc = Scale(**QUICK) if quick else Scale()
     cap = fd_limit - FD_HEADROOM
-    if quick:
-        return Scale(
-            quick,
-            [2000],
-            {2000: 20},
-            {2000: 20.0},
-            lat_subs=2000,
-            lat_topics=20,
-            lat_rate=200.0,
-            lat_seconds=4.0,
-            rss_conns=2000,
-            batch_subs=200,
-            batch_topics=4,
-            batch_seconds=3.0,
-            scale_max=min(10_000, cap),
-            scale_seconds=30.0,
-            phase_timeout=25.0,
-            budget_s=270.0,
-        )
-    return Scale(
-        quick,
-        [2000, 10000],
-        {2000: 40, 10000: 20},
-        {2000: 25.0, 10000: 5.0},
-        lat_subs=10000,
-        lat_topics=100,
-        lat_rate=1000.0,
-        lat_seconds=10.0,
-        rss_conns=min(20_000, cap),
-        batch_subs=1000,
-        batch_topics=10,
-        batch_seconds=5.0,
-        scale_max=min(60_000, cap),
-        scale_seconds=120.0,
-        phase_timeout=60.0,
-        budget_s=1140.0,
+    return dataclasses.replace(
+        sc, rss_conns=min(sc.rss_conns, cap), scale_max=min(sc.scale_max, cap)
     )
 
 

@@ -6,8 +6,9 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
-from loadtest.fanout_micro import Floor
+from loadtest.fanout_micro import Floor, Server
 from loadtest.procs import (
     PY,
     ROOT,
@@ -17,7 +18,6 @@ from loadtest.procs import (
     free_port,
     rss_kib,
     spawn,
-    stop_pid,
     wait_port,
 )
 
@@ -29,44 +29,28 @@ WORKERS = 3  # herald serve --workers for the multi-process connection-scale tes
 FLOOR_FRAME_BYTES = 0  # set from Herald's measured frame size so both write the same bytes
 
 
-class Srv:
-    name = ""
+class Srv(Server):
+    """A system under test: a server process and the load client's dialect for it."""
+
     label = ""
     kind = "simple"  # the load client's dialect (loadtest/loadclient.py)
-    uses_redis = False
-    proc: subprocess.Popen[bytes]
-    port: int
-    extra_pids: list[int]
-
-    def __init__(self) -> None:
-        self.extra_pids = []
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.pid)
-
-    def rss(self) -> int:
-        return rss_kib(self.pid)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def stop(self) -> None:
-        stop_pid(self.proc)
+    def _start(self, args: list[str], env: dict[str, str] | None = None, **kw: Any) -> None:
+        """Start the server pinned to the server core, then wait for `self.port`."""
+        self.proc = spawn(args, SERVER_CPU, env, stdout=subprocess.DEVNULL, **kw)
+        wait_port(self.port, 20.0, self.proc)
 
 
 class HeraldSrv(Srv):
     kind = "herald"
 
     def __init__(self, engine: str, redis_url: str | None, data_dir: str, workers: int = 1) -> None:
-        super().__init__()
         self.workers = workers
         self.name = f"herald-{engine}" + (f"-{workers}w" if workers > 1 else "")
         self.label = f"Herald ({engine}" + (f", {workers} workers)" if workers > 1 else ")")
-        self.uses_redis = engine == "redis"
         env = {"HERALD_ENGINE": engine}
         if redis_url:
             env["HERALD_REDIS_URL"] = redis_url
@@ -100,7 +84,6 @@ class FloorSrv(Srv):
     kind = "floor"
 
     def __init__(self) -> None:
-        super().__init__()
         self.f = Floor(SERVER_CPU)
         self.proc = self.f.proc
         self.port = self.f.port
@@ -115,27 +98,20 @@ class PySrv(Srv):
     def __init__(
         self, name: str, label: str, module: str, kind: str, redis_url: str | None
     ) -> None:
-        super().__init__()
         self.name, self.label, self.kind = name, label, kind
-        self.uses_redis = redis_url is not None
         self.port = free_port()
         env = dict(os.environ)
         if redis_url:
             env["BENCH_REDIS_URL"] = redis_url
-        self.proc = spawn(
-            [PY, "-m", module, "--port", str(self.port)], SERVER_CPU, env, stdout=subprocess.DEVNULL
-        )
-        wait_port(self.port, 20.0, self.proc)
+        self._start([PY, "-m", module, "--port", str(self.port)], env)
 
 
 class NodeSrv(Srv):
     name = "node-socketio"
     label = "Node socket.io + redis-adapter"
     kind = "socketio"
-    uses_redis = True
 
     def __init__(self, redis_url: str) -> None:
-        super().__init__()
         if not (NODE_DIR / "node_modules").is_dir():
             raise RuntimeError(
                 "loadtest/peers/node/node_modules missing: run `npm ci` in loadtest/peers/node"
@@ -144,12 +120,7 @@ class NodeSrv(Srv):
         if node is None:
             raise RuntimeError("node not installed")
         self.port = free_port()
-        self.proc = spawn(
-            [node, str(NODE_DIR / "socketio_server.js"), str(self.port), redis_url],
-            SERVER_CPU,
-            stdout=subprocess.DEVNULL,
-        )
-        wait_port(self.port, 20.0, self.proc)
+        self._start([node, str(NODE_DIR / "socketio_server.js"), str(self.port), redis_url])
 
 
 class NatsSrv(Srv):
@@ -158,7 +129,6 @@ class NatsSrv(Srv):
     kind = "nats"
 
     def __init__(self, tmp: str) -> None:
-        super().__init__()
         if not Path(NATS).exists():
             raise RuntimeError("nats-server not installed")
         self.port = free_port()  # websocket
@@ -170,13 +140,7 @@ class NatsSrv(Srv):
             f"websocket {{\n  host: 127.0.0.1\n  port: {self.port}\n  no_tls: true\n"
             "  compression: false\n}\n"
         )
-        self.proc = spawn(
-            [NATS, "-c", str(conf)],
-            SERVER_CPU,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_port(self.port, 20.0, self.proc)
+        self._start([NATS, "-c", str(conf)], stderr=subprocess.DEVNULL)
         wait_port(self.client_port, 20.0, self.proc)
 
 
