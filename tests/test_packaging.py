@@ -47,3 +47,12 @@ def test_wheel_has_the_product_and_not_the_harness(tmp_path: Path) -> None:
     assert tops == set(PRODUCT)
     assert "gateway/cli.py" in names
     assert "gateway/py.typed" in names
+
+
+def test_docker_build_context_leaves_the_harness_out() -> None:
+    # .dockerignore is an allow-list ("*" then "!path"): the image gets only what it names.
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "*" in lines
+    allowed = {line[1:].strip("/") for line in lines if line.startswith("!")}
+    assert set(PRODUCT) <= allowed
+    assert not allowed & {"loadtest", "tests", "docs", "k8s"}
