@@ -1,7 +1,7 @@
 """Issue 5: Herald against its peers, same machine, same scenarios, one run.
 
 Every system is started here on loopback, pinned to core 0 (its Redis too); the load
-generators (`loadtest/loadclient.py`, one process per 10,000 sockets) and the
+generators (`loadtest/loadclient.py`, one process per 9,000 sockets) and the
 publisher are pinned to core 1, this driver too. Server CPU is every thread's
 `sum_exec_runtime` from /proc/<pid>/task/*/schedstat (Python, Node and Go alike).
 
