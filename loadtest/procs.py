@@ -61,13 +61,15 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """Start a process in the checkout, pinned to `cpu` (a core or a set), registered."""
     cores = {cpu} if isinstance(cpu, int) else cpu
+    if cores is not None:
 
-    def pin() -> None:  # in the child before exec: every later thread inherits it
-        if cores is not None:
+        def pin() -> None:  # in the child before exec: every later thread inherits it
             os.sched_setaffinity(0, cores)
 
+        # Only when pinning: a preexec_fn rules out the faster vfork/posix_spawn path.
+        kw["preexec_fn"] = pin
     kw.setdefault("cwd", ROOT)
-    proc: subprocess.Popen[bytes] = subprocess.Popen(list(args), env=env, preexec_fn=pin, **kw)
+    proc: subprocess.Popen[bytes] = subprocess.Popen(list(args), env=env, **kw)
     _started.append(proc)
     return proc
 
