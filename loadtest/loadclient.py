@@ -541,6 +541,9 @@ class LoadClient:
         with contextlib.suppress(Exception):
             self.call("quit", timeout=10)
         stop_pid(self.proc)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def main(argv: list[str] | None = None) -> int:
