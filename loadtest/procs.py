@@ -208,6 +208,7 @@ class RedisServer(_Process):
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
+        self.dir.mkdir(parents=True, exist_ok=True)
         cmd = [
             redis_binary(),
             "--port", str(self.port),
