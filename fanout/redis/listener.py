@@ -32,6 +32,8 @@ from typing import cast
 import hiredis
 from redis.crc import key_slot
 
+from fanout.redis.connect import Backoff
+
 log = logging.getLogger("herald.redis")
 
 PING_INTERVAL_S = 0.5
@@ -276,7 +278,7 @@ class Listener:
     # ---- the sync task ------------------------------------------------------------------
 
     async def _sync_loop(self) -> None:
-        backoff = BACKOFF_MIN_S
+        backoff = Backoff(BACKOFF_MIN_S, BACKOFF_MAX_S)
         while True:
             await self._dirty.wait()
             self._dirty.clear()
@@ -291,14 +293,16 @@ class Listener:
                 raise
             except Exception as exc:  # OSError, timeouts, a cluster slot not covered…
                 log.warning(
-                    "redis pub/sub: %s: %s (retry in %.2fs)", type(exc).__name__, exc, backoff
+                    "redis pub/sub: %s: %s (retry in %.2fs)",
+                    type(exc).__name__,
+                    exc,
+                    backoff.delay,
                 )
                 self._need_refresh = self._refresh is not None
                 self._dirty.set()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                await backoff.sleep()
                 continue
-            backoff = BACKOFF_MIN_S
+            backoff.reset()
 
     async def _sync(self) -> None:
         assert self._route is not None

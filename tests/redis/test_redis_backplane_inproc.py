@@ -18,7 +18,7 @@ from fanout.backplane import PublishItem
 from fanout.memory import MemoryBackplane
 from fanout.message import Message
 from fanout.redis import keys
-from fanout.redis_backplane import RedisBackplane
+from fanout.redis.backplane import RedisBackplane
 from procs import RedisServer
 from shared.config import HistoryRule
 from shared.errors import BackplaneUnavailable

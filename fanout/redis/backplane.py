@@ -30,15 +30,10 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.connection import parse_url
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from fanout.backplane import (
@@ -50,6 +45,8 @@ from fanout.backplane import (
 )
 from fanout.message import Message
 from fanout.redis import keys, scripts
+from fanout.redis.connect import Backoff, RedisURL, detect_cluster, no_retry
+from fanout.redis.errors import REDIS_ERRORS
 from fanout.redis.listener import Addr, Endpoint, Listener
 from fanout.redis.publisher import IDLE_EXPIRY_S, Publisher, unavailable
 from fanout.redis.registry import HEARTBEAT_S, MEMBER_TTL_S, PrefixRegistry
@@ -69,23 +66,6 @@ DEDUP_WINDOW_S = 10.0
 DEDUP_MAX = 100_000
 
 
-def _split_url(url: str) -> tuple[str, bool, int]:
-    """(redis URL, cluster forced, pool size) from a Herald Redis URL.
-
-    `redis+cluster://` (or `rediss+cluster://`) forces cluster mode; otherwise it
-    is detected with `INFO cluster`. `?max_connections=N` sizes the command pool.
-    """
-    parts = urlsplit(url)
-    scheme = parts.scheme
-    cluster = scheme.endswith("+cluster")
-    if cluster:
-        scheme = scheme.removesuffix("+cluster")
-    query = dict(parse_qsl(parts.query))
-    pool = int(query.pop("max_connections", POOL_SIZE))
-    clean = urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
-    return clean, cluster, pool
-
-
 class RedisBackplane(Backplane):
     """Routes messages between gateway processes through Redis pub/sub."""
 
@@ -93,8 +73,9 @@ class RedisBackplane(Backplane):
     live_is_immediate = False
 
     def __init__(self, url: str, *, pool_size: int | None = None) -> None:
-        self._url, self._force_cluster, url_pool = _split_url(url)
-        self._pool_size = pool_size or url_pool
+        self._target = RedisURL.parse(url)
+        self._url = self._target.url
+        self._pool_size = pool_size or self._target.max_connections or POOL_SIZE
         self.pod = secrets.token_hex(6)
         self._cmd: Any = None  # Redis or RedisCluster once connected
         self._cluster = False
@@ -157,7 +138,7 @@ class RedisBackplane(Backplane):
             self._cmd = None
 
     async def _boot(self) -> None:
-        backoff = 0.05
+        backoff = Backoff()
         while True:
             try:
                 await self._open()
@@ -166,8 +147,7 @@ class RedisBackplane(Backplane):
                 raise
             except Exception as exc:
                 log.warning("redis: cannot connect to %s: %s (retrying)", self._url, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                await backoff.sleep()
         self._cmd_ok = True
         self._listener.start()
         self._tasks.append(asyncio.create_task(self._health_loop(), name="herald-redis-health"))
@@ -176,25 +156,17 @@ class RedisBackplane(Backplane):
         log.info("redis backplane: %s (%s)", self._url, "cluster" if self._cluster else "single")
 
     async def _open(self) -> None:
-        retry = Retry(NoBackoff(), 0)  # a publish must never be sent twice by the driver
         common: dict[str, Any] = {
             "socket_connect_timeout": CONNECT_TIMEOUT_S,
             "socket_timeout": COMMAND_TIMEOUT_S,
-            "retry": retry,
+            "retry": no_retry(),
             # Redis < 8 answers the driver's CLIENT MAINT_NOTIFICATIONS probe with an
             # error, one wasted round trip per new connection.
             "maint_notifications_config": MaintNotificationsConfig(enabled=False),
         }
-        cluster = self._force_cluster
-        if not cluster:
-            probe = Redis.from_url(self._url, **common)
-            try:
-                info = await probe.info("cluster")
-                cluster = bool(int(info.get("cluster_enabled", 0)))
-            finally:
-                await probe.aclose()
+        cluster = await detect_cluster(self._target, **common)
         conn = parse_url(self._url)
-        ssl_ctx = ssl.create_default_context() if self._url.startswith("rediss") else None
+        ssl_ctx = ssl.create_default_context() if self._target.tls else None
         endpoint = Endpoint(conn.get("username"), conn.get("password"), ssl_ctx)
         if cluster:
             client: Any = RedisCluster.from_url(
@@ -230,7 +202,7 @@ class RedisBackplane(Backplane):
         self._cmd = client
         self._cluster = cluster
         self._publisher.configure(client, cluster=cluster)
-        await scripts.load(client)
+        await scripts.RUNNER.load(client)
 
     def _require(self) -> Any:
         if self._cmd is None or not self._cmd_ok or self._closed:
@@ -303,7 +275,7 @@ class RedisBackplane(Backplane):
             return
         try:
             await self._cmd.delete(keys.idempotency_key(topic, msg_id))
-        except (RedisError, OSError) as exc:  # the key expires on its own anyway
+        except REDIS_ERRORS as exc:  # the key expires on its own anyway
             log.warning("redis: could not release idempotency key: %s", exc)
 
     # ---- interest ---------------------------------------------------------------------------
@@ -495,8 +467,8 @@ class RedisBackplane(Backplane):
         ]
         key_names = (keys.meta_key(topic), keys.history_key(topic))
         try:
-            reply = await self._evalsha(cmd, scripts.HISTORY, key_names, argv)
-        except (RedisError, OSError, TimeoutError) as exc:
+            reply = await scripts.RUNNER.run(cmd, scripts.HISTORY, key_names, argv)
+        except REDIS_ERRORS as exc:
             raise unavailable(exc) from None
         epoch = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         latest, first = int(reply[1]), int(reply[2])
@@ -507,19 +479,3 @@ class RedisBackplane(Backplane):
         if len(msgs) < latest - since:
             complete = False  # the caller's limit cut the replay short
         return HistoryPage(epoch, msgs, complete, latest)
-
-    async def _evalsha(
-        self,
-        cmd: Any,
-        script: scripts.Script,
-        key_names: Sequence[str],
-        argv: Sequence[Any],
-    ) -> Any:
-        call: Callable[[], Awaitable[Any]] = lambda: cmd.evalsha(  # noqa: E731
-            script.sha, len(key_names), *key_names, *argv
-        )
-        try:
-            return await call()
-        except NoScriptError:
-            await scripts.load(cmd)
-            return await call()
