@@ -45,7 +45,7 @@ from fanout.backplane import (
 )
 from fanout.message import Message
 from fanout.redis import keys, scripts
-from fanout.redis.connect import Backoff, RedisURL, detect_cluster, no_retry
+from fanout.redis.connect import Backoff, RedisURL, detect_cluster, no_retry, stop_tasks
 from fanout.redis.errors import REDIS_ERRORS
 from fanout.redis.listener import Addr, Endpoint, Listener
 from fanout.redis.publisher import IDLE_EXPIRY_S, Publisher, unavailable
@@ -116,30 +116,28 @@ class RedisBackplane(Backplane):
         # A reachable Redis makes the pod ready at once; an unreachable one does not
         # stop it from starting (it stays unready and keeps trying).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._booted.wait(), 5.0)
+            async with asyncio.timeout(5.0):
+                await self._booted.wait()
 
     async def close(self) -> None:
         self._closed = True
         self._deliver = None
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks([*self._tasks, *self._background])
         self._tasks = []
         await self._listener.close()
         if self._cmd is not None:
             members = self._registry.own_members()
             if members and self._cmd_ok:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._cmd.zrem(keys.PREFIXES_KEY, *members), 0.5)
+                    async with asyncio.timeout(0.5):
+                        await self._cmd.zrem(keys.PREFIXES_KEY, *members)
             with contextlib.suppress(Exception):
                 await self._cmd.aclose()
             self._cmd = None
 
     async def _boot(self) -> None:
         backoff = Backoff()
-        while True:
+        while not self._closed:
             try:
                 await self._open()
                 break
@@ -148,6 +146,8 @@ class RedisBackplane(Backplane):
             except Exception as exc:
                 log.warning("redis: cannot connect to %s: %s (retrying)", self._url, exc)
                 await backoff.sleep()
+        if self._closed:
+            return
         self._cmd_ok = True
         self._listener.start()
         self._tasks.append(asyncio.create_task(self._health_loop(), name="herald-redis-health"))
@@ -215,14 +215,14 @@ class RedisBackplane(Backplane):
         return self._booted.is_set() and self._cmd_ok and self._listener.healthy()
 
     async def _health_loop(self) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(HEALTH_INTERVAL_S)
             try:
-                if self._cluster:
-                    ping = self._cmd.ping(target_nodes=RedisCluster.PRIMARIES)
-                else:
-                    ping = self._cmd.ping()
-                await asyncio.wait_for(ping, HEALTH_TIMEOUT_S)
+                async with asyncio.timeout(HEALTH_TIMEOUT_S):
+                    if self._cluster:
+                        await self._cmd.ping(target_nodes=RedisCluster.PRIMARIES)
+                    else:
+                        await self._cmd.ping()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -316,7 +316,8 @@ class RedisBackplane(Backplane):
             pending = self._announcing.get(keys.literal_prefix(pattern))
             if pending is not None:
                 try:
-                    await asyncio.wait_for(asyncio.shield(pending), wait_s)
+                    async with asyncio.timeout(wait_s):
+                        await asyncio.shield(pending)
                 except TimeoutError:
                     return False
         return True
@@ -325,10 +326,13 @@ class RedisBackplane(Backplane):
         """Announce prefix changes at once; heartbeat and refresh the cache."""
         next_beat = 0.0
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closed:
             timeout = max(0.0, next_beat - loop.time())
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a
+            # cancellation that arrives as the event is set, and close() hung.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_registry.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake_registry.wait()
             self._wake_registry.clear()
             reannounce, self._reannounce = self._reannounce, False
             try:

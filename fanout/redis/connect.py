@@ -12,6 +12,8 @@ Shared by the backplane (`fanout.redis.backplane`) and the queue store
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -19,6 +21,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+log = logging.getLogger("herald.redis")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +88,19 @@ class Backoff:
     def reset(self) -> None:
         """A success: the next failure waits `low` again."""
         self.delay = self.low
+
+
+async def stop_tasks(tasks: Iterable[asyncio.Task[None]], wait_s: float = 2.0) -> None:
+    """Cancel background loops and wait for them, `wait_s` at most.
+
+    Bounded because a driver call can swallow a cancellation; the loops also end
+    on their owner's closed flag, so one that missed it stops at its next turn.
+    """
+    pending = [t for t in tasks if not t.done()]
+    for task in pending:
+        task.cancel()
+    if not pending:
+        return
+    _, late = await asyncio.wait(pending, timeout=wait_s)
+    for task in late:
+        log.warning("redis: %s did not stop within %.1fs", task.get_name(), wait_s)

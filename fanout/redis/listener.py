@@ -22,7 +22,6 @@ Reconnects back off from 50 ms to at most 1 s and resubscribe every channel.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
@@ -32,7 +31,7 @@ from typing import cast
 import hiredis
 from redis.crc import key_slot
 
-from fanout.redis.connect import Backoff
+from fanout.redis.connect import Backoff, stop_tasks
 
 log = logging.getLogger("herald.redis")
 
@@ -172,6 +171,7 @@ class Listener:
         self.on_outage: Callable[[], None] | None = None
         self.reconnects = 0
         self.resubscribes = 0
+        self._closed = False
 
     # ---- configuration and lifecycle ---------------------------------------------
 
@@ -197,11 +197,8 @@ class Listener:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._closed = True
+        await stop_tasks(self._tasks)
         self._tasks = []
         for wire in list(self._wires.values()):
             wire.close()
@@ -250,7 +247,8 @@ class Listener:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(fut)
         try:
-            await asyncio.wait_for(fut, wait_s)
+            async with asyncio.timeout(wait_s):
+                await fut
         except TimeoutError:
             return False
         finally:
@@ -279,7 +277,7 @@ class Listener:
 
     async def _sync_loop(self) -> None:
         backoff = Backoff(BACKOFF_MIN_S, BACKOFF_MAX_S)
-        while True:
+        while not self._closed:
             await self._dirty.wait()
             self._dirty.clear()
             if self._route is None:
@@ -376,10 +374,10 @@ class Listener:
         loop = asyncio.get_running_loop()
         endpoint = self._endpoint
         wire: _Wire
-        _, wire = await asyncio.wait_for(
-            loop.create_connection(lambda: _Wire(self, addr), addr[0], addr[1], ssl=endpoint.ssl),
-            CONNECT_TIMEOUT_S,
-        )
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            _, wire = await loop.create_connection(
+                lambda: _Wire(self, addr), addr[0], addr[1], ssl=endpoint.ssl
+            )
         hello = endpoint.handshake()
         if hello:
             wire.send(hello)
@@ -402,7 +400,7 @@ class Listener:
                 wire.close()
 
     async def _ping_loop(self) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(PING_INTERVAL_S)
             now = self._now()
             for wire in list(self._wires.values()):

@@ -224,3 +224,20 @@ async def test_live_means_no_message_is_missed(
         assert not await other.live("never.watched", wait_s=0.01)
     finally:
         await other.close()
+
+
+async def test_background_loops_end_when_a_wakeup_races_the_cancel(
+    backplane: RedisBackplane,
+) -> None:
+    """close() cancels the background loops; none may swallow that cancellation.
+
+    Python 3.11's `asyncio.wait_for` returns normally when the awaited future completes
+    in the same turn as the cancellation, so a loop parked in it ran on, and close()
+    (which awaits every loop) hung: seen as a flaky test teardown after interest churn.
+    """
+    (registry,) = [t for t in backplane._tasks if t.get_name() == "herald-redis-registry"]
+    await asyncio.sleep(0.05)  # parked, waiting for a wake-up or the next heartbeat
+    backplane._wake_registry.set()
+    registry.cancel()
+    await asyncio.wait({registry}, timeout=2.0)
+    assert registry.cancelled()
