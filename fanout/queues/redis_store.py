@@ -21,7 +21,7 @@ trip per node; a script a node lacks is run again alone, which loads it); the
 wake-up listener PSUBSCRIBEs on one node, since a cluster broadcasts classic
 PUBLISH to every node, and moves to another node when that one fails.
 
-Redis errors become `BackplaneUnavailable` here (`fanout.redis.errors`). Scripts
+Redis errors become `StoreUnavailable` here (`fanout.redis.errors`). Scripts
 are never retried automatically after a connection error (the script may have
 run): the caller gets a 503 and retries, and a send with a `dedup_id` is then not
 duplicated. A NOSCRIPT reply (the script did not run) loads the scripts and runs
@@ -55,12 +55,12 @@ from fanout.queues.service import Clock, QueueService, QueueSubscription
 from fanout.redis.connect import Backoff, RedisURL, detect_cluster, no_retry
 from fanout.redis.errors import translate, translated
 from shared.errors import (
-    BackplaneUnavailable,
     HeraldError,
     PayloadTooLarge,
     QueueFull,
     QueueNotFound,
     ReceiptInvalid,
+    StoreUnavailable,
 )
 
 log = logging.getLogger("herald.queues.redis")
@@ -115,7 +115,7 @@ class RedisQueueService(QueueService):
     # ---- plumbing -------------------------------------------------------------------
 
     async def _io(self, call: Awaitable[T]) -> T:
-        with translated(BackplaneUnavailable, _WHAT):
+        with translated(StoreUnavailable, _WHAT):
             return await call
 
     def _argv(self, name: str, args: builtins.list[Any]) -> builtins.list[Any]:
@@ -146,7 +146,7 @@ class RedisQueueService(QueueService):
         )
         for res in raw:
             if isinstance(res, Exception):
-                raise translate(res, BackplaneUnavailable, _WHAT)
+                raise translate(res, StoreUnavailable, _WHAT)
         return raw
 
     async def _global_script(self, script: str, args: builtins.list[Any]) -> Any:

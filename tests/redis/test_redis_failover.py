@@ -101,3 +101,33 @@ async def test_redis_killed_and_restarted(redis_server: RedisServer) -> None:
                 restarted.stop()
     print(f"unready after {unready_in:.2f}s; delivering again {recovered_in:.2f}s after restart")
     assert recovered_in < 5.0
+
+
+async def test_queue_store_killed_answers_store_unavailable(redis_server: RedisServer) -> None:
+    """Queue-store failures have their own code, distinct from the backplane's."""
+    store = RedisServer().start()
+    try:
+        env = {
+            "HERALD_ENGINE": "redis",
+            "HERALD_REDIS_URL": store.url,  # queues
+            "HERALD_BACKPLANE_URL": redis_server.url,  # topics, on a Redis that stays up
+        }
+        (pod,) = herald_pods(1, env)
+        with started(pod):
+            async with httpx.AsyncClient(timeout=5) as client:
+                q = pod.http + "/v1/queues/jobs"
+                assert (await client.put(q, json={})).status_code in (200, 201)
+                sub = {"topic": "orders.>", "queue": "jobs"}
+                assert (await client.post(pod.http + "/v1/subscriptions", json=sub)).is_success
+                store.kill()
+                r = await client.post(q + "/messages", json={"body": {"n": 1}})
+                assert r.status_code == 503
+                assert r.json()["error"]["code"] == "store_unavailable"
+                # The backplane is fine, but the queue copy of the message failed.
+                r = await publish(client, pod, "orders.1", {"n": 1})
+                assert r.status_code == 503
+                assert r.json()["error"]["code"] == "store_unavailable"
+                r = await publish(client, pod, "other.1", {"n": 1})  # no queue involved
+                assert r.status_code == 202
+    finally:
+        store.stop()
