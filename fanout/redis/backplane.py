@@ -19,7 +19,9 @@ own slots and are SPUBLISHed by the pod after the script returned the envelope.
 
 Failure (SPEC §5): a health ping every 0.5 s and the listener's own liveness drive
 `ready()`; publish and history raise `BackplaneUnavailable` (HTTP 503) instead of
-dropping anything silently. See docs/redis.md.
+dropping anything silently. After an outage the pod stays unready, and refuses
+publishes, until every lost subscription is confirmed again; history topics then
+replay what other pods published meanwhile (`recovery.py`). See docs/redis.md.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ from fanout.backplane import (
     Backplane,
     Deliver,
     HistoryPage,
+    OnGap,
     PublishItem,
     PublishOutcome,
+    RuleLookup,
 )
 from fanout.message import Message
 from fanout.redis import keys, scripts
@@ -49,9 +53,10 @@ from fanout.redis.connect import Backoff, RedisURL, detect_cluster, no_retry, st
 from fanout.redis.errors import REDIS_ERRORS
 from fanout.redis.listener import Addr, Endpoint, Listener
 from fanout.redis.publisher import IDLE_EXPIRY_S, Publisher, unavailable
+from fanout.redis.recovery import REPLAY_LIMIT, ReadHistory, Recovery
 from fanout.redis.registry import HEARTBEAT_S, MEMBER_TTL_S, PrefixRegistry
 from shared.config import HistoryRule
-from shared.errors import BackplaneUnavailable
+from shared.errors import BackplaneUnavailable, HeraldError
 from shared.topics import is_wildcard
 
 log = logging.getLogger("herald.redis")
@@ -64,6 +69,8 @@ CONNECT_TIMEOUT_S = 1.0
 SUBSCRIBE_WAIT_S = 2.0  # a resume waits this long for its live subscription
 DEDUP_WINDOW_S = 10.0
 DEDUP_MAX = 100_000
+# A replay retries through these.
+_REPLAY_ERRORS: tuple[type[Exception], ...] = (HeraldError, *REDIS_ERRORS)
 
 
 class RedisBackplane(Backplane):
@@ -84,6 +91,12 @@ class RedisBackplane(Backplane):
         self._listener = Listener(self._on_pubsub)
         self._listener.on_outage = self._on_outage
         self._listener.on_reconnect = self._on_reconnect
+        self._listener.on_lost = self._on_lost
+        self._listener.on_restored = self._on_restored
+        self._recovery = Recovery()
+        self._replay_task: asyncio.Task[None] | None = None
+        self._history_rule: RuleLookup = lambda topic: None
+        self._on_gap: OnGap | None = None
         self._registry = PrefixRegistry(self.pod)
         self._notices: list[tuple[str, str]] = []  # (+/-, prefix) to announce
         self._wake_registry = asyncio.Event()
@@ -104,10 +117,16 @@ class RedisBackplane(Backplane):
             "resubscribes": 0,
             "duplicates_dropped": 0,
             "publish_errors": 0,
+            "replayed": 0,
+            "gaps": 0,
         }
         self._publisher = Publisher(self._registry, self.counters)
 
     # ---- lifecycle -----------------------------------------------------------------
+
+    def attach(self, history_rule: RuleLookup, on_gap: OnGap) -> None:
+        self._history_rule = history_rule
+        self._on_gap = on_gap
 
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -250,6 +269,44 @@ class RedisBackplane(Backplane):
             with contextlib.suppress(Exception):
                 await self._cmd.connection_pool.disconnect()
 
+    def _on_lost(self, channels: set[bytes]) -> None:
+        self._recovery.hold(channels, int(time.time() * 1000))
+
+    def _on_restored(self) -> None:
+        # Every subscription is back: fill the gaps of the history topics it left.
+        if self._recovery.held and (self._replay_task is None or self._replay_task.done()):
+            task = asyncio.create_task(self._replay(), name="herald-redis-replay")
+            self._replay_task = task
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _replay(self) -> None:
+        backoff = Backoff()
+        recovery = self._recovery
+        while recovery.held and not self._closed and self._listener.restored():
+            topic = next(iter(recovery.held))
+            rule = self._history_rule(topic)
+            try:
+                if rule is None:  # no history (any more): nothing to replay from
+                    out, gap = recovery.release(topic), None
+                else:
+                    out, gap = await recovery.recover(topic, self._reader(topic, rule))
+            except _REPLAY_ERRORS as exc:
+                log.warning("redis: replaying %r after an outage: %s (retrying)", topic, exc)
+                await backoff.sleep()
+                continue
+            if out and self._deliver is not None:
+                self.counters["replayed"] += len(out)
+                self._deliver(out)
+            if gap is not None:
+                self.counters["gaps"] += 1
+                log.warning("redis: %r lost %s messages in an outage", topic, gap or "some")
+                if self._on_gap is not None:
+                    self._on_gap(topic, gap)
+
+    def _reader(self, topic: str, rule: HistoryRule) -> ReadHistory:
+        return lambda since: self.history(topic, rule, since, REPLAY_LIMIT)
+
     def _on_reconnect(self) -> None:
         # Redis may have restarted empty: announce our prefixes again, and re-read
         # everyone's (once our control subscription is back, so no notice is lost).
@@ -268,6 +325,9 @@ class RedisBackplane(Backplane):
         if not items:
             return []
         self._require()
+        if not self._listener.restored():
+            # Accepting now would lose the message for this pod's own subscribers.
+            raise BackplaneUnavailable("the Redis backplane is restoring its subscriptions")
         return await self._publisher.publish(items)
 
     async def forget(self, topic: str, msg_id: str) -> None:
@@ -342,7 +402,7 @@ class RedisBackplane(Backplane):
                 if self._notices:
                     await self._send_notices()
                 if reannounce or loop.time() >= next_beat:
-                    await self._heartbeat()
+                    await self._heartbeat(keep=reannounce)
                     next_beat = loop.time() + HEARTBEAT_S
             except asyncio.CancelledError:
                 raise
@@ -372,7 +432,13 @@ class RedisBackplane(Backplane):
             if fut is not None and not fut.done():
                 fut.set_result(None)
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, *, keep: bool = False) -> None:
+        """Renew our prefixes, drop expired ones, re-read everyone's.
+
+        With `keep` (after a reconnect) known prefixes are kept: a Redis that came
+        back empty lists only the pods that re-announced already, and forgetting the
+        others would stop our publishes to their wildcard subscribers.
+        """
         now_ms = int(time.time() * 1000)
         expiry = now_ms + int(MEMBER_TTL_S * 1000)
         pipe = self._cmd.pipeline(transaction=False)
@@ -384,7 +450,7 @@ class RedisBackplane(Backplane):
         self._refreshing = []
         try:
             replies = await pipe.execute()
-            self._registry.replace(replies[-1])
+            self._registry.replace(replies[-1], keep=keep)
             for notice in self._refreshing:  # arrived while the read was in flight
                 self._registry.on_notice(notice)
         finally:
@@ -411,7 +477,8 @@ class RedisBackplane(Backplane):
                 msgs.append(msg)
         if msgs:
             self.counters["messages_in"] += len(msgs)
-            if self._deliver is not None:
+            msgs = self._recovery.on_live(msgs)
+            if msgs and self._deliver is not None:
                 self._deliver(msgs)
 
     def _on_notice(self, payload: bytes) -> None:
@@ -477,6 +544,8 @@ class RedisBackplane(Backplane):
         epoch = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         latest, first = int(reply[1]), int(reply[2])
         msgs = [Message.from_envelope(env) for env in reply[3:]]
+        if self._listener.wants(channel):
+            self._recovery.position(topic, epoch, latest)
         if since is None:
             return HistoryPage(epoch, msgs, True, latest)
         complete = first <= since + 1 and since <= latest

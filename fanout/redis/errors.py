@@ -16,7 +16,7 @@ from shared.errors import HeraldError
 
 # What a Redis call raises when Redis is away, slow or refuses: redis-py wraps most
 # socket errors, but a timeout or a reset can still surface as the builtin.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
 
 
 def translate(exc: BaseException, error: type[HeraldError], what: str) -> HeraldError:
