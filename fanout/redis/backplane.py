@@ -341,19 +341,22 @@ class RedisBackplane(Backplane):
     # ---- interest ---------------------------------------------------------------------------
 
     def watch(self, pattern: str) -> None:
-        self._listener.add(keys.interest_channel(pattern))
-        if is_wildcard(pattern):
-            prefix = keys.literal_prefix(pattern)
-            if self._registry.add_local(prefix):
-                self._announce("+", prefix)
-        self._copies.clear()
+        self._interest(pattern, True)
 
     def unwatch(self, pattern: str) -> None:
-        self._listener.remove(keys.interest_channel(pattern))
+        self._interest(pattern, False)
+
+    def _interest(self, pattern: str, added: bool) -> None:
+        channel = keys.interest_channel(pattern)
+        if added:
+            self._listener.add(channel)
+        else:
+            self._listener.remove(channel)
         if is_wildcard(pattern):
             prefix = keys.literal_prefix(pattern)
-            if self._registry.remove_local(prefix):
-                self._announce("-", prefix)
+            registry = self._registry
+            if registry.add_local(prefix) if added else registry.remove_local(prefix):
+                self._announce("+" if added else "-", prefix)
         self._copies.clear()
 
     def _announce(self, sign: str, prefix: str) -> None:
