@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 import ssl
@@ -69,6 +70,7 @@ CONNECT_TIMEOUT_S = 1.0
 SUBSCRIBE_WAIT_S = 2.0  # a resume waits this long for its live subscription
 DEDUP_WINDOW_S = 10.0
 DEDUP_MAX = 100_000
+REPLAY_CONCURRENCY = 16  # held topics whose history is read at once after an outage
 # A replay retries through these.
 _REPLAY_ERRORS: tuple[type[Exception], ...] = (HeraldError, *REDIS_ERRORS)
 
@@ -281,28 +283,39 @@ class RedisBackplane(Backplane):
             task.add_done_callback(self._background.discard)
 
     async def _replay(self) -> None:
+        """Fill every held topic's gap, a few topics at a time; retry on failures."""
         backoff = Backoff()
-        recovery = self._recovery
-        while recovery.held and not self._closed and self._listener.restored():
-            topic = next(iter(recovery.held))
-            rule = self._history_rule(topic)
-            try:
-                if rule is None:  # no history (any more): nothing to replay from
-                    out, gap = recovery.release(topic), None
-                else:
-                    out, gap = await recovery.recover(topic, self._reader(topic, rule))
-            except _REPLAY_ERRORS as exc:
-                log.warning("redis: replaying %r after an outage: %s (retrying)", topic, exc)
+        held = self._recovery.held
+        while held and not self._closed and self._listener.restored():
+            batch = list(itertools.islice(held, REPLAY_CONCURRENCY))
+            results = await asyncio.gather(
+                *(self._replay_topic(t) for t in batch), return_exceptions=True
+            )
+            failed = [r for r in results if isinstance(r, BaseException)]
+            for exc in failed:
+                if not isinstance(exc, _REPLAY_ERRORS):
+                    raise exc
+            if failed:
+                log.warning("redis: replay after an outage: %s (retrying)", failed[0])
                 await backoff.sleep()
-                continue
-            if out and self._deliver is not None:
-                self.counters["replayed"] += len(out)
-                self._deliver(out)
-            if gap is not None:
-                self.counters["gaps"] += 1
-                log.warning("redis: %r lost %s messages in an outage", topic, gap or "some")
-                if self._on_gap is not None:
-                    self._on_gap(topic, gap)
+            else:
+                backoff.reset()
+
+    async def _replay_topic(self, topic: str) -> None:
+        recovery = self._recovery
+        rule = self._history_rule(topic)
+        if rule is None:  # no history (any more): nothing to replay from
+            out, gap = recovery.release(topic), None
+        else:
+            out, gap = await recovery.recover(topic, self._reader(topic, rule))
+        if out and self._deliver is not None:
+            self.counters["replayed"] += len(out)
+            self._deliver(out)
+        if gap is not None:
+            self.counters["gaps"] += 1
+            log.warning("redis: %r lost %s messages in an outage", topic, gap or "some")
+            if self._on_gap is not None:
+                self._on_gap(topic, gap)
 
     def _reader(self, topic: str, rule: HistoryRule) -> ReadHistory:
         return lambda since: self.history(topic, rule, since, REPLAY_LIMIT)
