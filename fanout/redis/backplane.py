@@ -51,9 +51,9 @@ from fanout.backplane import (
 from fanout.message import Message
 from fanout.redis import keys, scripts
 from fanout.redis.connect import Backoff, RedisURL, detect_cluster, no_retry, stop_tasks
-from fanout.redis.errors import REDIS_ERRORS
+from fanout.redis.errors import REDIS_ERRORS, unavailable
 from fanout.redis.listener import Addr, Endpoint, Listener
-from fanout.redis.publisher import IDLE_EXPIRY_S, Publisher, unavailable
+from fanout.redis.publisher import IDLE_EXPIRY_S, Publisher
 from fanout.redis.recovery import REPLAY_LIMIT, ReadHistory, Recovery
 from fanout.redis.registry import HEARTBEAT_S, MEMBER_TTL_S, PrefixRegistry
 from shared.config import HistoryRule

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from redis.exceptions import RedisError
 
-from shared.errors import HeraldError
+from shared.errors import BackplaneUnavailable, HeraldError
 
 # What a Redis call raises when Redis is away, slow or refuses: redis-py wraps most
 # socket errors, but a timeout or a reset can still surface as the builtin.
@@ -34,3 +34,8 @@ def translated(error: type[HeraldError], what: str) -> Iterator[None]:
         yield
     except REDIS_ERRORS as exc:
         raise translate(exc, error, what) from None
+
+
+def unavailable(exc: BaseException) -> HeraldError:
+    """The error a client sees for a Redis failure of the backplane (HTTP 503)."""
+    return translate(exc, BackplaneUnavailable, "the Redis backplane")

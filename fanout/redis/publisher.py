@@ -21,9 +21,8 @@ from typing import Any
 
 from fanout.backplane import IDEMPOTENCY_WINDOW_S, PublishItem, PublishOutcome
 from fanout.redis import keys, scripts
-from fanout.redis.errors import translate
+from fanout.redis.errors import unavailable
 from fanout.redis.registry import PrefixRegistry
-from shared.errors import BackplaneUnavailable, HeraldError
 
 log = logging.getLogger("herald.redis")
 
@@ -245,8 +244,3 @@ class Publisher:
             outcome = PublishOutcome(ops[i].item.message.id, offset, duplicate=bool(reply[0]))
             out.append((outcome, reply[2]) if len(reply) > 2 else outcome)
         return out
-
-
-def unavailable(exc: BaseException) -> HeraldError:
-    """The error a client sees for a Redis failure of the backplane (HTTP 503)."""
-    return translate(exc, BackplaneUnavailable, "the Redis backplane")
