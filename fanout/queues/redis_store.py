@@ -53,7 +53,7 @@ from fanout.queues.redis_keys import META, OUTBOX, RedisKeys
 from fanout.queues.redis_scripts import GLOBAL_SCRIPTS, RUNNER, SCRIPTS
 from fanout.queues.service import Clock, QueueService, QueueSubscription
 from fanout.redis.connect import Backoff, RedisURL, detect_cluster, no_retry
-from fanout.redis.errors import translate, translated
+from fanout.redis.errors import REDIS_ERRORS, translate, translated
 from shared.errors import (
     HeraldError,
     PayloadTooLarge,
@@ -162,7 +162,7 @@ class RedisQueueService(QueueService):
             await self._io(self._redis.initialize())
         await self._io(RUNNER.load(self._redis))  # on every primary of a cluster
         self._listener = asyncio.create_task(self._listen())
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(*REDIS_ERRORS):
             for policy in await self._eviction_policies():
                 if policy not in (None, b"noeviction"):
                     log.warning(
@@ -203,7 +203,7 @@ class RedisQueueService(QueueService):
             if isinstance(self._redis, RedisCluster):  # every slot must answer
                 return bool(await self._redis.ping(target_nodes=RedisCluster.PRIMARIES))
             return bool(await self._redis.ping())
-        except RedisError:
+        except REDIS_ERRORS:
             return False
 
     def _pubsub_client(self, avoid: str | None) -> tuple[Redis, str]:
@@ -249,7 +249,7 @@ class RedisQueueService(QueueService):
                     elif channel == self.keys.subscriptions_channel:
                         with contextlib.suppress(HeraldError):
                             self._install_subscriptions(await self._load_subscriptions())
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 # Waiters fall back to polling every tick until we are back.
                 log.warning("queue wake-up listener lost Redis (%s); retrying", exc)
                 failed = where
