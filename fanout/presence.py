@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
 
 from fanout.backplane import Backplane
 from fanout.hub import Hub
 from fanout.redis import keys
+from fanout.redis.errors import REDIS_ERRORS, translated
 from shared.errors import BackplaneUnavailable
 from shared.topics import is_wildcard, pattern_matches
 
@@ -99,7 +99,7 @@ class Presence:
             if client is not None:
                 try:
                     await self._write(client)
-                except (RedisError, OSError) as exc:  # Redis away: the next round retries
+                except REDIS_ERRORS as exc:  # Redis away: the next round retries
                     log.debug("presence: write failed: %s", exc)
             await asyncio.sleep(WRITE_S)
 
@@ -121,7 +121,7 @@ class Presence:
             return out
         if client is None:
             raise BackplaneUnavailable("presence: not connected to Redis yet")
-        try:
+        with translated(BackplaneUnavailable, "presence (Redis)"):
             pods = [
                 p.decode() if isinstance(p, bytes) else str(p)
                 for p in await client.zrangebyscore(
@@ -133,8 +133,6 @@ class Presence:
             for pod in others:
                 pipe.get(keys.presence_key(pod))
             blobs = await pipe.execute() if others else []
-        except (RedisError, OSError) as exc:
-            raise BackplaneUnavailable(f"presence: redis unavailable: {exc}") from None
         for blob in blobs:
             if not blob:  # expired between the two reads
                 continue

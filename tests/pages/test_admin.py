@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import screenshot, wait_subscribed, wait_until
+from pagekit import screenshot, wait_subscribed, wait_until
 from playwright.sync_api import expect
 
 from procs import ROOT, HeraldServer, RedisServer, stop_pid
