@@ -47,6 +47,9 @@ def test_wheel_has_the_product_and_not_the_harness(tmp_path: Path) -> None:
     assert tops == set(PRODUCT)
     assert "gateway/cli.py" in names
     assert "gateway/py.typed" in names
+    # The pages the gateway serves (/demo/scores, /admin) ship with it.
+    static = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "gateway" / "static").rglob("*.*"))
+    assert static and set(static) <= set(names)
 
 
 def test_docker_build_context_leaves_the_harness_out() -> None:

@@ -9,6 +9,9 @@ const batchMs = intParam("batch_ms", 1000, 0, 60000);
 const wsUrls = listParam("ws");
 if (!wsUrls.length) wsUrls.push(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
 let followed = listParam("games"); // empty: every game
+// With auth on: ?token=<JWT>. A demo shortcut only (URLs end up in logs and history);
+// a real page asks its own backend (the client's `getToken` option).
+const token = params.get("token") || null;
 
 const $ = (id) => document.getElementById(id);
 const board = $("board");
@@ -35,7 +38,7 @@ function setConnection(state) {
   el.textContent = state;
 }
 
-const client = new HeraldClient(wsUrls, { minBackoffMs: 250, maxBackoffMs: 5000 });
+const client = new HeraldClient(wsUrls, { token, minBackoffMs: 250, maxBackoffMs: 5000 });
 client.on("state", ({ state }) => {
   if (state === "open") {
     // After a reconnect the badge waits for the resubscription and the history catch-up.
@@ -146,7 +149,7 @@ async function catchUp() {
       }
       try {
         const url = `/v1/topics/${encodeURIComponent(g.topic)}/history?since=${g.offset}&limit=1000`;
-        const r = await fetch(url);
+        const r = await fetch(url, token ? { headers: { Authorization: `Bearer ${token}` } } : {});
         if (!r.ok) throw new Error(`HTTP ${r.status}`);
         const page = await r.json();
         if (!page.recovered) gap = true;
