@@ -50,10 +50,11 @@ def presence(gw: HeraldServer, topic: str, token: str | None = None) -> dict[str
     return body
 
 
-def wait_subscribed(gw: HeraldServer, topic: str) -> dict[str, Any]:
+def wait_subscribed(gw: HeraldServer, topic: str, token: str | None = None) -> dict[str, Any]:
     """Until some pod reports a subscription receiving `topic` (presence, all pods)."""
     return wait_until(  # type: ignore[no-any-return]
-        lambda: (p := presence(gw, topic))["subscribers"] >= 1 and p, f"a subscriber of {topic}"
+        lambda: (p := presence(gw, topic, token))["subscribers"] >= 1 and p,
+        f"a subscriber of {topic}",
     )
 
 

@@ -170,6 +170,7 @@ def secured() -> Iterator[HeraldServer]:
 def test_auth_on_refuses_without_an_api_key(secured: HeraldServer, page: Any) -> None:
     assert httpx.get(f"{secured.http}/v1/topics").status_code == 401
     assert httpx.get(f"{secured.http}/v1/queues/x/peek").status_code == 401
+    assert httpx.get(f"{secured.http}/v1/topics/a.b/presence").status_code == 401
     page.goto(f"{secured.http}/admin")
     expect(page.get_by_role("heading", name="Authentication required")).to_be_visible()
     queues = page.get_by_role("heading", name="Queues")
@@ -206,3 +207,19 @@ def test_pages_and_console_apis_refuse_hostile_input(pods: Pods) -> None:
         for topic in ("a..b", "a.>.b", "x" * 2000):
             r = http.get(f"/v1/topics/{topic}/presence")
             assert r.status_code == 400, (topic, r.text)
+
+
+def test_scores_page_with_auth_on_connects_with_a_token(secured: HeraldServer, page: Any) -> None:
+    page.goto(f"{secured.http}/demo/scores?games=s1&batch_ms=100&token={KEY}")
+    expect(page.get_by_role("status", name="Connection")).to_have_text("connected")
+    wait_subscribed(secured, "game.s1.score", token=KEY)
+    event = {
+        "topic": "game.s1.score",
+        "attributes": {"gameId": "s1"},
+        "data": {"home": "Home", "away": "Away", "homeScore": 4, "awayScore": 2, "minute": 9},
+    }
+    auth = {"Authorization": f"Bearer {KEY}"}
+    assert httpx.post(f"{secured.http}/v1/publish", json=event, headers=auth).status_code == 202
+    game = page.get_by_role("listitem", name="Game s1")
+    expect(game).to_contain_text("4")
+    expect(game).to_contain_text("9'")
