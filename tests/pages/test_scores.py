@@ -15,7 +15,7 @@ import pytest
 from pagekit import redis_gateway, screenshot, wait_subscribed, wait_until
 from playwright.sync_api import expect
 
-from procs import ROOT, HeraldServer, RedisServer
+from procs import ROOT, HeraldServer, RedisServer, running
 
 pytestmark = pytest.mark.integration
 
@@ -148,3 +148,19 @@ def test_herald_demo_moves_the_board_on_desktop_and_phone(pods: Pods, page: Any)
     expect(page.get_by_role("list", name="Scoreboard").get_by_role("listitem")).to_have_count(6)
     wait_until(lambda: int(page.locator("#renders").inner_text()) >= 3, "a few renders")
     screenshot(page, "scores")
+
+
+def test_reconnect_without_history_shows_resumed_with_a_gap(pods: Pods, page: Any) -> None:
+    _, _, redis = pods
+    # No history rule: messages carry no offsets, so the page cannot know what it missed.
+    e, f = (redis_gateway(redis, HERALD_HISTORY="[]", HERALD_DRAIN_TIMEOUT="1") for _ in "ef")
+    with running(e, f):
+        page.goto(f"{f.http}/demo/scores?games=g5&batch_ms=100&ws={e.ws},{f.ws}")
+        expect(connection(page)).to_have_text("connected")
+        wait_subscribed(f, "game.g5.score")
+        publish(f, score("g5", 1))
+        expect(card(page, "g5")).to_contain_text(shows(1, 0))
+        e.stop()
+        expect(connection(page)).to_have_text("resumed with a gap")
+        publish(f, score("g5", 2))
+        expect(card(page, "g5")).to_contain_text(shows(2, 0))
