@@ -76,6 +76,21 @@ def test_followed_game_shows_and_others_never(pods: Pods, page: Any) -> None:
     expect(card(page, "g43")).to_have_count(0)
     expect(page.get_by_role("list", name="Scoreboard").get_by_role("listitem")).to_have_count(1)
 
+    # The picker narrows to other games, and the URL follows.
+    page.get_by_label("Games to follow").fill("g43")
+    page.get_by_role("button", name="Follow", exact=True).click()
+    expect(card(page, "g42")).to_have_count(0)
+    assert "games=g43" in page.url
+
+    def g43_shown() -> bool:  # publish both until the new subscription is live
+        publish(a, score("g42", 4, 1))
+        publish(a, score("g43", 7))
+        return bool(card(page, "g43").count())
+
+    wait_until(g43_shown, "g43 on the board")
+    expect(card(page, "g43")).to_contain_text(shows(7, 0))
+    expect(card(page, "g42")).to_have_count(0)
+
 
 def test_rapid_updates_of_one_game_render_once_with_the_latest(pods: Pods, page: Any) -> None:
     a, b, _ = pods
