@@ -63,9 +63,9 @@ def screenshot(page: Any, name: str) -> None:
     scroll sideways."""
     IMG.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size(DESKTOP)
-    page.screenshot(path=str(IMG / f"{name}-desktop.png"))
+    page.screenshot(path=str(IMG / f"{name}-desktop.png"), animations="disabled")
     page.set_viewport_size(PHONE)
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"{name}: the phone layout is {overflow}px wider than the screen"
-    page.screenshot(path=str(IMG / f"{name}-phone.png"))
+    page.screenshot(path=str(IMG / f"{name}-phone.png"), animations="disabled")
     page.set_viewport_size(DESKTOP)
