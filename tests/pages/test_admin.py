@@ -141,7 +141,7 @@ def test_screenshots_with_live_traffic(pods: Pods, page: Any) -> None:
     board.goto(f"{a.http}/demo/scores")  # the charts show the stats of the console's pod
     page.goto(f"{a.http}/admin")
     wait_subscribed(a, "game.g1.score")
-    args = ["--games", "6", "--rate", "30", "--duration", "6", "--seed", "5", "--url", a.http]
+    args = ["--games", "6", "--rate", "30", "--duration", "20", "--seed", "5", "--url", a.http]
     demo = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "demo", *args],
         cwd=ROOT,
@@ -153,6 +153,9 @@ def test_screenshots_with_live_traffic(pods: Pods, page: Any) -> None:
         for chart in ("Publishes/s", "Deliveries/s"):
             value = page.get_by_role("figure").filter(has_text=chart).locator("strong")
             wait_until(lambda v=value: v.inner_text() not in ("–", "0"), chart)
+        # A few seconds of samples, so the charts show a line.
+        line = page.get_by_role("figure").filter(has_text="Publishes/s").locator("polyline")
+        wait_until(lambda: len((line.get_attribute("points") or "").split()) >= 6, "samples")
         screenshot(page, "admin")
     finally:
         stop_pid(demo)
