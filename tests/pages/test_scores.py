@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from pagekit import redis_gateway, screenshot, wait_subscribed, wait_until
+from pagekit import presence, redis_gateway, screenshot, wait_subscribed, wait_until
 from playwright.sync_api import expect
 
 from procs import ROOT, HeraldServer, RedisServer, running
@@ -175,7 +175,10 @@ def test_reconnect_without_history_shows_resumed_with_a_gap(pods: Pods, page: An
         wait_subscribed(f, "game.g5.score")
         publish(f, score("g5", 1))
         expect(card(page, "g5")).to_contain_text(shows(1, 0))
+        assert wait_subscribed(f, "game.g5.score")["pods"] == 4  # A, B, E, F
         e.stop()
+        # A stopped pod leaves the presence at once, not when its entry expires.
+        assert presence(f, "game.g5.score")["pods"] == 3
         expect(connection(page)).to_have_text("resumed with a gap")
         publish(f, score("g5", 2))
         expect(card(page, "g5")).to_contain_text(shows(2, 0))
