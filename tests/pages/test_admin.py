@@ -84,6 +84,19 @@ def test_subscriptions_publish_tail_topics_and_charts(pods: Pods, page: Any) -> 
     page.goto(f"{a.http}/admin")
     expect(page.get_by_role("row", name=q, exact=True)).to_be_visible()
 
+    # A queue with a dead-letter queue, created and deleted from the console.
+    made = q + "-made"
+    page.get_by_label("Queue name").fill(made)
+    page.get_by_label("Dead-letter queue", exact=True).select_option(q)
+    page.get_by_label("Max receives").fill("3")
+    page.get_by_role("button", name="Create queue").click()
+    expect(page.get_by_role("row", name=made, exact=True)).to_be_visible()
+    assert queue(b, made)["dead_letter"] == {"queue": q, "max_receive_count": 3}
+    page.get_by_role("button", name=f"Delete {made}", exact=True).click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("row", name=made, exact=True)).to_have_count(0)
+    assert httpx.get(f"{b.http}/v1/queues/{made}").status_code == 404
+
     # Topic -> queue subscription with a filter policy: created, listed, deleted.
     page.get_by_label("Topic or pattern").fill("orders.>")
     page.get_by_label("Queue", exact=True).select_option(q)

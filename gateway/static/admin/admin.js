@@ -189,6 +189,8 @@ async function pollQueues() {
         : "",
       " ",
       el("button", { type: "button", class: "danger", "aria-label": `Purge ${q.name}`, onclick: () => purge(q) }, "Purge"),
+      " ",
+      el("button", { type: "button", class: "danger", "aria-label": `Delete ${q.name}`, onclick: () => deleteQueue(q) }, "Delete"),
     );
     return el(
       "tr",
@@ -204,10 +206,36 @@ async function pollQueues() {
     );
   });
   $("queues").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 8, class: "muted" }, "No queues"))]));
-  const select = $("sub-queue");
-  const chosen = select.value;
-  select.replaceChildren(...queues.map((q) => el("option", { value: q.name }, q.name)));
-  if (byName.has(chosen)) select.value = chosen;
+  for (const [id, first] of [["sub-queue", []], ["queue-dlq", [el("option", { value: "" }, "none")]]]) {
+    const select = $(id);
+    const chosen = select.value;
+    select.replaceChildren(...first, ...queues.map((q) => el("option", { value: q.name }, q.name)));
+    if (byName.has(chosen)) select.value = chosen;
+  }
+}
+
+$("queue-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const name = $("queue-name").value.trim();
+  const body = { fifo: name.endsWith(".fifo") };
+  if ($("queue-dlq").value) body.dead_letter = { queue: $("queue-dlq").value, max_receive_count: Number($("queue-max").value) };
+  try {
+    await api("PUT", `/v1/queues/${encodeURIComponent(name)}`, body);
+    showError(null);
+    await pollQueues();
+  } catch (err) {
+    showError(err);
+  }
+});
+
+async function deleteQueue(q) {
+  if (!(await confirmAction(`Delete ${q.name}?`, `The queue, its ${depth(q)} messages and the subscriptions that feed it are deleted.`))) return;
+  try {
+    await api("DELETE", `/v1/queues/${encodeURIComponent(q.name)}`);
+    await pollQueues();
+  } catch (err) {
+    showError(err);
+  }
 }
 
 async function peek(name) {
