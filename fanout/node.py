@@ -12,7 +12,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +70,9 @@ class Node:
             on_wakeup=self._wakeup,
             on_interest=self._on_interest,
         )
-        self.presence = Presence(self.hub, backplane)
+        # Set by the WebSocket edge: the node sees subscriptions, not sockets.
+        self.connection_count: Callable[[], int] = lambda: 0
+        self.presence = Presence(self.hub, backplane, self.counters)
         self.draining = False
         self.published_total = 0
         self._id_prefix = secrets.token_hex(5)
@@ -289,6 +291,17 @@ class Node:
         return await self.backplane.history(topic, rule, since, limit)
 
     # ---- stats -----------------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        """The counters a console charts, summed over pods by `presence`."""
+        s = self.hub.stats
+        return {
+            "connections": self.connection_count(),
+            "subscriptions": self.hub.subscription_count,
+            "messages_published": self.published_total,
+            "messages_delivered": s.messages_delivered,
+            "messages_dropped": s.messages_dropped,
+        }
 
     def stats(self) -> dict[str, Any]:
         s = self.hub.stats

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,14 @@ class PatternPresence:
 class PresenceSnapshot:
     pods: int
     patterns: dict[str, PatternPresence] = field(default_factory=dict)
+    # Pod counters (connections, subscriptions, messages published, delivered,
+    # dropped) summed over pods, so a console behind a load balancer sees them all.
+    totals: dict[str, int] = field(default_factory=dict)
+
+    def add_totals(self, counters: dict[str, Any]) -> None:
+        for name, value in counters.items():
+            if isinstance(value, int):
+                self.totals[name] = self.totals.get(name, 0) + value
 
     def for_topic(self, topic: str) -> tuple[int, dict[str, int]]:
         """Subscribers of `topic`: for a concrete topic every pattern matching it,
@@ -57,9 +66,12 @@ class PresenceSnapshot:
 class Presence:
     """Reads and, on the redis engine, publishes this pod's subscription counts."""
 
-    def __init__(self, hub: Hub, backplane: Backplane) -> None:
+    def __init__(
+        self, hub: Hub, backplane: Backplane, counters: Callable[[], dict[str, int]]
+    ) -> None:
         self._hub = hub
         self._backplane = backplane
+        self._counters = counters
         self._pod = str(getattr(backplane, "pod", "local"))
         self._task: asyncio.Task[None] | None = None
 
@@ -91,7 +103,8 @@ class Presence:
                 await asyncio.wait_for(pipe.execute(), 0.5)
 
     def _local_json(self) -> bytes:
-        return orjson.dumps({p: list(v) for p, v in self._hub.presence().items()})
+        patterns = {p: list(v) for p, v in self._hub.presence().items()}
+        return orjson.dumps({"p": patterns, "s": self._counters()})
 
     async def _write_forever(self) -> None:
         while True:
@@ -116,6 +129,7 @@ class Presence:
         out = PresenceSnapshot(pods=1)
         for pattern, (subs, msgs) in self._hub.presence().items():
             out.patterns[pattern] = PatternPresence(subs, msgs)
+        out.add_totals(self._counters())
         client = self._client()
         if not self.shared:
             return out
@@ -137,7 +151,9 @@ class Presence:
             if not blob:  # expired between the two reads
                 continue
             out.pods += 1
-            for pattern, (subs, msgs) in orjson.loads(blob).items():
+            entry_of_pod = orjson.loads(blob)
+            out.add_totals(entry_of_pod.get("s") or {})
+            for pattern, (subs, msgs) in (entry_of_pod.get("p") or {}).items():
                 entry = out.patterns.setdefault(pattern, PatternPresence())
                 entry.subscribers += int(subs)
                 entry.messages += int(msgs)

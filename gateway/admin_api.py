@@ -44,6 +44,10 @@ class TopicsOut(BaseModel):
     auth: bool = Field(description="whether authentication is on")
     topics: list[TopicPresence]
     history: list[dict[str, Any]] = Field(description="history rules, first match wins")
+    totals: dict[str, int] = Field(
+        description="connections, subscriptions, messages_published, messages_delivered,"
+        " messages_dropped: summed over every pod (counters since each pod started)"
+    )
 
 
 class PeekOut(BaseModel):
@@ -82,7 +86,13 @@ async def topics(node: NodeDep) -> dict[str, Any]:
         for p, v in sorted(snap.patterns.items())
     ]
     rules = [r.model_dump(exclude_none=True) for r in node.settings.history]
-    return {"pods": snap.pods, "auth": node.auth.enabled, "topics": rows, "history": rules}
+    return {
+        "pods": snap.pods,
+        "auth": node.auth.enabled,
+        "topics": rows,
+        "history": rules,
+        "totals": snap.totals,
+    }
 
 
 @router.get(

@@ -33,6 +33,7 @@ class Edge:
         self.keepalive = KeepAlive(settings.ping_interval, settings.ping_timeout)
         self.connection_count = 0
         self.connections_total = 0
+        node.connection_count = lambda: self.connection_count
         self.background: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:

@@ -11,7 +11,7 @@ so on Redis Cluster the script can SPUBLISH it too.
     herald:t:{T}:i:<id>   string, the first result of an idempotent publish (300 s)
     herald:prefixes       zset `<pod>:<prefix>` → expiry (ms): wildcard interest
     herald:presence       zset `<pod>` → expiry (ms): pods publishing presence
-    herald:presence:<pod> string, JSON {pattern: [subscriptions, messages]} (fanout/presence.py)
+    herald:presence:<pod> string, JSON {"p": {pattern: [subs, msgs]}, "s": counters} (presence.py)
     channel herald:t:{T}  every message of topic T
     channel herald:p:<P>  every message of topics under prefix P, published only
                           while some pod watches a pattern whose literal prefix is P

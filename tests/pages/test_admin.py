@@ -141,8 +141,8 @@ def test_subscriptions_publish_tail_topics_and_charts(pods: Pods, page: Any) -> 
     expect(page.get_by_role("figure").filter(has_text="Subscriptions")).to_contain_text("1")
 
 
-def test_screenshots_with_live_traffic(pods: Pods, page: Any) -> None:
-    a = pods[0]
+def test_charts_sum_every_pod_screenshots(pods: Pods, page: Any) -> None:
+    a, b, _ = pods
     httpx.put(f"{a.http}/v1/queues/scores-dlq", json={})
     dead_letter = {"queue": "scores-dlq", "max_receive_count": 3}
     httpx.put(f"{a.http}/v1/queues/scores", json={"dead_letter": dead_letter})
@@ -151,7 +151,7 @@ def test_screenshots_with_live_traffic(pods: Pods, page: Any) -> None:
         json={"topic": "game.*.score", "queue": "scores", "filter_policy": {"gameId": ["g1"]}},
     )
     board = page.context.new_page()
-    board.goto(f"{a.http}/demo/scores")  # the charts show the stats of the console's pod
+    board.goto(f"{b.http}/demo/scores")  # on B: the console on A charts every pod
     page.goto(f"{a.http}/admin")
     wait_subscribed(a, "game.g1.score")
     args = ["--games", "6", "--rate", "30", "--duration", "20", "--seed", "5", "--url", a.http]
@@ -166,6 +166,9 @@ def test_screenshots_with_live_traffic(pods: Pods, page: Any) -> None:
         for chart in ("Publishes/s", "Deliveries/s"):
             value = page.get_by_role("figure").filter(has_text=chart).locator("strong")
             wait_until(lambda v=value: v.inner_text() not in ("–", "0"), chart)
+        for chart in ("Connections", "Subscriptions"):
+            value = page.get_by_role("figure").filter(has_text=chart).locator("strong")
+            expect(value).to_have_text("1")
         # A few seconds of samples, so the charts show a line.
         line = page.get_by_role("figure").filter(has_text="Publishes/s").locator("polyline")
         wait_until(lambda: len((line.get_attribute("points") or "").split()) >= 6, "samples")

@@ -1,4 +1,4 @@
-// Herald admin console: polls the HTTP API (/v1/stats, /v1/topics, /v1/queues,
+// Herald admin console: polls the HTTP API (/v1/topics, /v1/stats, /v1/queues,
 // /v1/subscriptions) and tails topics over the WebSocket with the JS client.
 // With auth on, every call carries the API key the operator typed (kept for this tab).
 import { HeraldClient } from "/client/herald.js";
@@ -125,18 +125,20 @@ function drawChart(c, v) {
   $(`chart-${c.id}`).textContent = Number.isInteger(v) ? String(v) : v.toFixed(1);
 }
 
-async function pollStats() {
-  const s = await api("GET", "/v1/stats");
-  const now = performance.now();
+function drawCharts(totals, now) {
   for (const c of CHARTS) {
     let v;
-    if (c.value) v = c.value(s) ?? 0;
-    else if (lastStats) v = Math.max(0, ((c.rate(s) ?? 0) - (c.rate(lastStats.s) ?? 0)) / ((now - lastStats.at) / 1000));
+    if (c.value) v = c.value(totals) ?? 0;
+    else if (lastStats) v = Math.max(0, ((c.rate(totals) ?? 0) - (c.rate(lastStats.s) ?? 0)) / ((now - lastStats.at) / 1000));
     else continue;
     drawChart(c, v);
   }
-  lastStats = { s, at: now };
-  $("engine").textContent = `engine: ${s.engine}${s.draining ? " (draining)" : ""}`;
+  lastStats = { s: totals, at: now };
+}
+
+async function pollEngine() {
+  const s = await api("GET", "/v1/stats");
+  $("engine").textContent = `engine: ${s.engine}${s.draining ? " (this pod is draining)" : ""}`;
 }
 
 // ---- topics ------------------------------------------------------------------------------
@@ -144,6 +146,8 @@ async function pollStats() {
 async function pollTopics() {
   const t = await api("GET", "/v1/topics");
   const now = performance.now();
+  // Summed over every pod, so the charts do not jump between the pods a load balancer picks.
+  drawCharts(t.totals, now);
   $("pods").textContent = `(${t.pods} pod${t.pods === 1 ? "" : "s"})`;
   const rows = t.topics.map((row) => {
     const prev = lastTopics.get(row.pattern);
@@ -410,8 +414,8 @@ function start() {
   if (started) return;
   started = true;
   buildCharts();
-  every(1000, pollStats);
-  every(2000, pollTopics);
+  every(1000, pollTopics);
+  every(5000, pollEngine);
   every(2000, pollQueues);
   every(3000, pollSubscriptions);
 }
