@@ -52,6 +52,7 @@ class QueueConsumer:
         self._outstanding: dict[str, float] = {}  # receipt -> visibility deadline (clock s)
         self._slot_freed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     @property
     def outstanding(self) -> int:
@@ -65,6 +66,8 @@ class QueueConsumer:
     async def start(self) -> None:
         """Check the queue exists (raises `QueueNotFound`) and start consuming."""
         attrs = await self.service.get(self.queue)
+        if self._closed:  # closed while we looked (the socket went away)
+            return
         if self._vt is None:
             self._vt = attrs["visibility_timeout"]
         self._task = asyncio.create_task(self._run(), name=f"consume:{self.queue}")
@@ -155,6 +158,7 @@ class QueueConsumer:
 
     async def close(self) -> None:
         """Stop consuming and make every unacked job visible again at once."""
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
