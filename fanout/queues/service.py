@@ -128,16 +128,31 @@ class QueueService(abc.ABC):
         validate_name(name)
         existing = await self._load_attrs(name)
         merged = merge_attrs(name, existing, attrs, self.now_ms())
-        if (
-            merged.dead_letter is not None
-            and await self._load_attrs(merged.dead_letter.queue) is None
-        ):
-            raise InvalidRequest(
-                f"dead-letter queue {merged.dead_letter.queue!r} does not exist",
-                details={"queue": merged.dead_letter.queue},
-            )
+        if merged.dead_letter is not None:
+            await self._check_dead_letter_chain(name, merged.dead_letter.queue)
         await self._save_attrs(merged)
         return merged.as_dict()
+
+    async def _check_dead_letter_chain(self, name: str, dlq: str) -> None:
+        """The DLQ must exist, and following dead-letter targets from it must not lead
+        back to `name`: a cycle would bounce a failing message between queues forever."""
+        chain = [name]
+        target: str | None = dlq
+        while target is not None and target not in chain:
+            attrs = await self._load_attrs(target)
+            if attrs is None:
+                if target == dlq:
+                    raise InvalidRequest(
+                        f"dead-letter queue {dlq!r} does not exist", details={"queue": dlq}
+                    )
+                break  # a later link was deleted: the chain ends there
+            chain.append(target)
+            target = attrs.dead_letter.queue if attrs.dead_letter else None
+        if target == name:
+            raise InvalidRequest(
+                "dead-letter queues would form a cycle: " + " -> ".join([*chain, name]),
+                details={"cycle": [*chain, name]},
+            )
 
     async def get(self, name: str) -> dict[str, Any]:
         """Attributes and stats of one queue."""

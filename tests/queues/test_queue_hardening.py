@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from fanout.message import Message
 from fanout.queues import QueueService
+from shared.errors import InvalidRequest
 
 
 async def drain(svc: QueueService, name: str) -> list[dict[str, Any]]:
@@ -22,3 +25,19 @@ async def test_subscription_on_bare_wildcard_alone_enqueues(svc: QueueService) -
     await svc.on_publish([Message.build("rt.a", "m1", 1, {"n": 1}, {})])
     [got] = await drain(svc, "everything")
     assert got["body"]["id"] == "m1"
+
+
+async def test_dead_letter_cycles_are_refused(svc: QueueService) -> None:
+    for name in ("a", "b", "c"):
+        await svc.create_or_update(name, {})
+    await svc.create_or_update("a", {"dead_letter": {"queue": "b", "max_receive_count": 1}})
+    with pytest.raises(InvalidRequest) as direct:
+        await svc.create_or_update("b", {"dead_letter": {"queue": "a", "max_receive_count": 1}})
+    assert direct.value.status == 400 and direct.value.code == "invalid_request"
+    assert direct.value.details == {"cycle": ["b", "a", "b"]}
+    await svc.create_or_update("b", {"dead_letter": {"queue": "c", "max_receive_count": 1}})
+    with pytest.raises(InvalidRequest, match="c -> a -> b -> c"):
+        await svc.create_or_update("c", {"dead_letter": {"queue": "a", "max_receive_count": 1}})
+    assert (await svc.get("c"))["dead_letter"] is None
+    # A chain that merely ends, or joins another chain, is fine.
+    await svc.create_or_update("d", {"dead_letter": {"queue": "b", "max_receive_count": 1}})
