@@ -10,7 +10,7 @@ from typing import Any
 
 from fanout.queues.model import MAX_BATCH, MAX_VISIBILITY_S, MAX_WAIT_S, integer, number
 from fanout.queues.service import QueueService
-from shared.errors import HeraldError
+from shared.errors import HeraldError, QueueNotFound
 
 log = logging.getLogger("herald.queues.consumer")
 
@@ -26,6 +26,9 @@ class QueueConsumer:
     released with `extend(receipt, 0)`, or when its visibility timeout runs out
     (the queue may then give it to someone else).
 
+    When the queue is deleted, the consumer stops and calls `on_end` with the
+    `QueueNotFound` error; it does not retry.
+
     `close()` releases every unacked job so it is visible again AT ONCE rather than
     after its visibility timeout: the socket that held it is gone and will never
     ack it, so waiting would only delay redelivery. The cost is that a job the
@@ -39,6 +42,7 @@ class QueueConsumer:
         prefetch: int,
         visibility_timeout: float | None,
         send_job: Callable[[dict[str, Any]], None],
+        on_end: Callable[[HeraldError], None] | None = None,
     ) -> None:
         self.service = service
         self.queue = queue
@@ -49,6 +53,7 @@ class QueueConsumer:
             else number(visibility_timeout, "visibility_timeout", 0, MAX_VISIBILITY_S)
         )
         self._send_job = send_job
+        self._on_end = on_end
         self._outstanding: dict[str, float] = {}  # receipt -> visibility deadline (clock s)
         self._slot_freed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -97,6 +102,13 @@ class QueueConsumer:
                     wait=MAX_WAIT_S,
                     visibility_timeout=self._vt,
                 )
+            except QueueNotFound as exc:
+                # Deleted under us: retrying would spin forever, so the consumer ends
+                # and its owner tells the client (issue 9).
+                self._outstanding.clear()
+                if self._on_end is not None:
+                    self._on_end(exc)
+                return
             except HeraldError as exc:
                 log.warning("consumer of %s: receive failed (%s); retrying", self.queue, exc)
                 await asyncio.sleep(1.0)

@@ -165,6 +165,7 @@ class QueueService(abc.ABC):
     async def delete(self, name: str) -> None:
         """Delete a queue, its messages and the subscriptions that feed it."""
         await self._delete(validate_name(name))
+        self._wake(name)  # waiting receives (consumers) see it is gone at once
         for sub, _ in builtins.list(self._subs.values()):
             if sub.queue == name:
                 await self._delete_subscription(sub.id)

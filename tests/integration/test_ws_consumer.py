@@ -90,3 +90,23 @@ async def test_two_consumes_back_to_back_leave_no_orphan(server: HeraldServer) -
         stats = (await c.get(f"{http}/v1/queues/twice")).json()
     assert sorted(got) == [0, 1, 2]
     assert stats["received_total"] == 3
+
+
+async def test_consumer_of_a_deleted_queue_ends_with_an_error(server: HeraldServer) -> None:
+    http = server.http
+    async with httpx.AsyncClient() as c:
+        assert (await c.put(f"{http}/v1/queues/doomed")).is_success
+    ws = await connect(server.ws)
+    await ws.send(json.dumps({"op": "consume", "id": 7, "queue": "doomed"}))
+    assert (await recv_json(ws))["op"] == "consuming"
+    async with httpx.AsyncClient() as c:
+        assert (await c.delete(f"{http}/v1/queues/doomed")).status_code == 204
+    err = await recv_op(ws, "error")
+    assert err["code"] == "queue_not_found" and err["id"] == 7
+    assert err["details"] == {"queue": "doomed"}
+    # The consumer is gone: consuming the (re-created) queue again is allowed.
+    async with httpx.AsyncClient() as c:
+        assert (await c.put(f"{http}/v1/queues/doomed")).is_success
+    await ws.send(json.dumps({"op": "consume", "id": 8, "queue": "doomed"}))
+    assert (await recv_json(ws))["op"] == "consuming"
+    await ws.close()
