@@ -23,6 +23,7 @@ from shared.auth import Authenticator, Principal
 from shared.config import Settings
 from shared.errors import HeraldError, InvalidRequest, PayloadTooLarge
 from shared.filters import compile_filter
+from shared.jsonvalue import check_fields
 from shared.topics import is_wildcard, validate_pattern, validate_topic
 
 if TYPE_CHECKING:
@@ -158,6 +159,7 @@ class Node:
         """Validate one publish input (SPEC §2) and encode its envelope once."""
         if not isinstance(entry, Mapping):
             raise InvalidRequest("a message must be a JSON object")
+        check_fields(entry)  # encodable, finite, at most MAX_DEPTH deep: deliverable
         topic = validate_topic(entry.get("topic"))
         principal.check_publish(topic)
         attributes = entry.get("attributes") or {}

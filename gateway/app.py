@@ -21,6 +21,7 @@ from gateway.http_api import router
 from gateway.responses import JSONBytes
 from shared.config import Settings
 from shared.errors import HeraldError, PayloadTooLarge
+from shared.jsonvalue import json_safe
 
 log = logging.getLogger("herald")
 
@@ -50,7 +51,10 @@ def _error(status: int, code: str, message: str, details: Any = None) -> JSONByt
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
-    return JSONBytes({"error": body}, status_code=status)
+    try:
+        return JSONBytes({"error": body}, status_code=status)
+    except TypeError:  # the error echoes input orjson cannot encode (a lone surrogate)
+        return JSONBytes({"error": json_safe(body)}, status_code=status)
 
 
 class BodyLimit:

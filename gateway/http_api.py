@@ -9,13 +9,14 @@ from pydantic import BaseModel, Field
 
 from fanout.backplane import PublishOutcome
 from fanout.node import Node
+from gateway.bodies import StrictJSONRoute
 from gateway.deps import get_node, get_principal
 from gateway.metrics import render_metrics
 from gateway.responses import JSONBytes
 from shared.auth import Principal
 from shared.errors import HeraldError
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJSONRoute)
 
 MAX_BATCH = 500
 Scalar = str | int | float | bool

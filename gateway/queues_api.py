@@ -13,10 +13,11 @@ from fastapi import APIRouter, Body, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from fanout.queues import QueueService
+from gateway.bodies import StrictJSONRoute
 from gateway.deps import get_node, require_admin
 from shared.errors import BackplaneUnavailable
 
-router = APIRouter(dependencies=[Depends(require_admin)])
+router = APIRouter(dependencies=[Depends(require_admin)], route_class=StrictJSONRoute)
 
 Scalar = str | int | float | bool
 AttributeValue = Scalar | list[Scalar]

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from shared.errors import InvalidRequest, ReceiptInvalid
+from shared.jsonvalue import check_fields
 
 # Limits of SPEC §5 (SQS values; Herald allows batches of 100 instead of 10).
 MAX_VISIBILITY_S = 43_200
@@ -197,6 +198,9 @@ def prepare_entry(queue: str, entry: object) -> Entry:
     """Validate one send entry for `queue` (size limits are checked by the store)."""
     if not isinstance(entry, Mapping):
         raise InvalidRequest("a message entry must be a JSON object")
+    # Refuse at send what could never be received: unencodable text, NaN, or a body
+    # too deep to wrap in a receive reply (orjson stops at 255 levels).
+    check_fields(entry)
     unknown = set(entry) - _ENTRY_KEYS
     if unknown:
         raise InvalidRequest(f"unknown message fields: {', '.join(sorted(map(str, unknown)))}")
