@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from fanout.backplane import PublishOutcome
 from fanout.node import Node
@@ -25,6 +25,9 @@ Scalar = str | int | float | bool
 class PublishIn(BaseModel):
     """One message (SPEC §2). `id` makes the publish idempotent for 5 minutes."""
 
+    # Strict: "30" and true are not numbers, as on the WebSocket (issue 9).
+    model_config = ConfigDict(strict=True)
+
     topic: str = Field(examples=["game.12345.score"])
     data: Any = Field(default=None, examples=[{"home": 2, "away": 1}])
     attributes: dict[str, Scalar] | None = Field(default=None, examples=[{"gameId": "12345"}])
@@ -37,6 +40,7 @@ class PublishOut(BaseModel):
 
 
 class BatchIn(BaseModel):
+    model_config = ConfigDict(strict=True)
     # Entries stay loosely typed so that one bad entry is reported on its own
     # instead of failing the whole batch in validation.
     messages: list[Any] = Field(max_length=MAX_BATCH)

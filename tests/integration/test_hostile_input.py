@@ -134,3 +134,35 @@ async def test_deep_data_over_websocket_is_refused(server: HeraldServer) -> None
     reply = await recv_json(ws)
     assert reply["op"] == "error" and reply["code"] == "invalid_request", reply
     await ws.close()
+
+
+@pytest.mark.parametrize("value", ["30", True, "1e3", [30]])
+async def test_http_numbers_are_strict_like_the_websocket(
+    http: httpx.AsyncClient, value: object
+) -> None:
+    assert (await http.put("/v1/queues/strict")).is_success
+    for method, path, body in [
+        ("PUT", "/v1/queues/strict", {"visibility_timeout": value}),
+        ("PUT", "/v1/queues/strict", {"dead_letter": {"queue": "x", "max_receive_count": value}}),
+        ("POST", "/v1/queues/strict/receive", {"max": value}),
+        ("POST", "/v1/queues/strict/receive", {"wait": value}),
+        ("POST", "/v1/queues/strict/messages", {"body": 1, "delay": value}),
+        ("POST", "/v1/queues/strict/messages", {"body": 1, "priority": value}),
+        ("POST", "/v1/queues/strict/nack", {"receipt": "a.b", "delay": value}),
+        ("POST", "/v1/queues/strict/visibility", {"receipt": "a.b", "timeout": value}),
+    ]:
+        r = await http.request(method, path, json=body)
+        assert r.status_code == 400, (path, body, r.text)
+        assert r.json()["error"]["code"] == "invalid_request"
+    r = await http.put("/v1/queues/strict", json={"visibility_timeout": 30, "max_depth": 5})
+    assert r.status_code == 200 and r.json()["visibility_timeout"] == 30
+    r = await http.post("/v1/publish", json={"topic": 5})
+    assert r.status_code == 400
+
+
+async def test_ws_numbers_are_strict(server: HeraldServer) -> None:
+    ws = await connect(server.ws)
+    await ws.send(json.dumps({"op": "subscribe", "id": 1, "topic": "a.b", "batch_ms": "30"}))
+    reply = await recv_json(ws)
+    assert reply["op"] == "error" and reply["code"] == "invalid_request"
+    await ws.close()
