@@ -33,6 +33,9 @@ log = logging.getLogger("herald.node")
 
 MAX_ID_LEN = 128
 MAX_HISTORY_LIMIT = 10_000
+# Offsets are exact in every client's JSON numbers (JavaScript's too) up to 2**53 - 1;
+# a larger `since` can only be a mistake, and Redis would refuse it as a 503.
+MAX_OFFSET = 2**53 - 1
 
 
 @dataclass(slots=True)
@@ -258,6 +261,7 @@ class Node:
         `Hub.finish_catch_up` then drops what both carried. Without `since`, only
         the current epoch and offset are read (so the client can resume later).
         """
+        _check_since(since)
         if is_wildcard(shape.pattern) or shape.mode == "latest":
             # Offsets are per topic, and conflation cannot be gap-free (LESSONS).
             raise InvalidRequest("'since' needs a concrete topic and mode 'all'")
@@ -280,6 +284,7 @@ class Node:
 
     async def history(self, topic: str, since: int | None, limit: int) -> HistoryPage:
         validate_topic(topic)
+        _check_since(since)
         if not 1 <= limit <= MAX_HISTORY_LIMIT:
             raise InvalidRequest(f"'limit' must be 1-{MAX_HISTORY_LIMIT}")
         rule = self.settings.history_rule(topic)
@@ -306,6 +311,13 @@ class Node:
             "lagged_notices": s.lagged_notices,
             "backplane": self.backplane.stats(),
         }
+
+
+def _check_since(since: object) -> None:
+    if since is not None and (
+        isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= MAX_OFFSET
+    ):
+        raise InvalidRequest(f"'since' must be an integer offset from 0 to {MAX_OFFSET}")
 
 
 def _check_attributes(attributes: object) -> None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from fanout.backplane import PublishOutcome
-from fanout.node import Node
+from fanout.node import MAX_OFFSET, Node
 from gateway.bodies import StrictJSONRoute
 from gateway.deps import get_node, get_principal
 from gateway.metrics import render_metrics
@@ -84,7 +84,7 @@ async def history(
     topic: str,
     node: NodeDep,
     principal: PrincipalDep,
-    since: Annotated[int | None, Query(ge=0)] = None,
+    since: Annotated[int | None, Query(ge=0, le=MAX_OFFSET)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> Response:
     """Messages kept for a history-enabled topic, after offset `since`."""

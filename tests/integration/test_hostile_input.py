@@ -166,3 +166,33 @@ async def test_ws_numbers_are_strict(server: HeraldServer) -> None:
     reply = await recv_json(ws)
     assert reply["op"] == "error" and reply["code"] == "invalid_request"
     await ws.close()
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def engine_server(request: pytest.FixtureRequest) -> Iterator[HeraldServer]:
+    """A server with history on `h.>`, on each engine (redis: the session's redis-server)."""
+    env = {"HERALD_HISTORY": '[{"pattern": "h.>", "size": 100}]'}
+    if request.param == "redis":
+        env |= {
+            "HERALD_ENGINE": "redis",
+            "HERALD_REDIS_URL": request.getfixturevalue("shared_redis").url,
+        }
+    s = HeraldServer(env=env).start()
+    yield s
+    s.stop()
+    assert "Traceback" not in s.output()
+
+
+@pytest.mark.parametrize("since", [2**53, 2**63, 10**30])
+async def test_huge_since_is_400_on_both_engines(engine_server: HeraldServer, since: int) -> None:
+    async with httpx.AsyncClient(base_url=engine_server.http) as c:
+        assert (await c.post("/v1/publish", json={"topic": "h.a", "data": 1})).status_code == 202
+        r = await c.get("/v1/topics/h.a/history", params={"since": since})
+        assert r.status_code == 400, r.text
+        r = await c.get("/v1/topics/h.a/history", params={"since": 2**53 - 1})
+        assert r.status_code == 200, r.text
+    ws = await connect(engine_server.ws)
+    await ws.send(json.dumps({"op": "subscribe", "id": 1, "topic": "h.a", "since": since}))
+    reply = await recv_json(ws)
+    assert reply["op"] == "error" and reply["code"] == "invalid_request", reply
+    await ws.close()
