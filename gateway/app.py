@@ -75,16 +75,36 @@ class BodyLimit:
                 )
                 return
         seen = 0
+        refused = started = False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
+                refused = True
                 raise PayloadTooLarge(f"body over {self.limit} bytes")
             return message
 
-        await self.app(scope, limited, send)
+        async def send_unless_refused(message: Message) -> None:
+            # A chunked body is found too large only while it is read, and whatever
+            # the app answers then (FastAPI: 400 "error parsing the body") gives way
+            # to our 413.
+            nonlocal started
+            if refused and not started:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, send_unless_refused)
+        except PayloadTooLarge:
+            if not refused:
+                raise
+        if refused and not started:
+            await _error(413, "payload_too_large", f"body over {self.limit} bytes")(
+                scope, receive, send
+            )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

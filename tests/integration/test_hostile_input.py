@@ -196,3 +196,18 @@ async def test_huge_since_is_400_on_both_engines(engine_server: HeraldServer, si
     reply = await recv_json(ws)
     assert reply["op"] == "error" and reply["code"] == "invalid_request", reply
     await ws.close()
+
+
+async def test_chunked_body_over_the_limit_is_413(http: httpx.AsyncClient) -> None:
+    """Without Content-Length the limit is found while reading: still 413, not 400."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"topic":"a.b","data":"'
+        for _ in range(40):  # 40 MiB: over the limit of any default setting
+            yield b"x" * (1 << 20)
+        yield b'"}'
+
+    for path in ("/v1/publish", "/v1/publish/batch", "/v1/queues/values/messages"):
+        r = await http.post(path, content=chunks(), headers=JSON)
+        assert r.status_code == 413, (path, r.text)
+        assert r.json()["error"]["code"] == "payload_too_large"
