@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
+import jwt
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from procs import HeraldServer
 from wsclient import collect, connect, recv_json, subscribe
@@ -14,6 +17,7 @@ from wsclient import collect, connect, recv_json, subscribe
 pytestmark = pytest.mark.integration
 
 JSON = {"content-type": "application/json"}
+SECRET = "hostile-input-secret-of-at-least-32-bytes"
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +215,27 @@ async def test_chunked_body_over_the_limit_is_413(http: httpx.AsyncClient) -> No
         r = await http.post(path, content=chunks(), headers=JSON)
         assert r.status_code == 413, (path, r.text)
         assert r.json()["error"]["code"] == "payload_too_large"
+
+
+@pytest.fixture(scope="module")
+def auth_server() -> Iterator[HeraldServer]:
+    s = HeraldServer(env={"HERALD_JWT_SECRET": SECRET}).start()
+    yield s
+    s.stop()
+
+
+@pytest.mark.parametrize("admin", ["false", "true", 1])
+async def test_admin_claim_must_be_a_json_boolean(auth_server: HeraldServer, admin: object) -> None:
+    t = jwt.encode({"sub": "u", "exp": int(time.time()) + 60, "admin": admin}, SECRET)
+    async with httpx.AsyncClient(base_url=auth_server.http) as c:
+        r = await c.get("/v1/queues", headers={"authorization": f"Bearer {t}"})
+        assert r.status_code == 401, r.text
+    ws = await connect(auth_server.ws + f"?token={t}")
+    with pytest.raises(ConnectionClosed):
+        await recv_json(ws)
+    assert ws.close_code == 4401
+    ws = await connect(auth_server.ws)
+    await ws.send(json.dumps({"op": "auth", "id": 1, "token": t}))
+    with pytest.raises(ConnectionClosed):
+        await recv_json(ws)
+    assert ws.close_code == 4401
