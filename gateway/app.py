@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,7 +21,7 @@ from gateway.edge import Edge
 from gateway.http_api import router
 from gateway.responses import JSONBytes
 from shared.config import Settings
-from shared.errors import HeraldError, PayloadTooLarge
+from shared.errors import HeraldError, PayloadTooLarge, RateLimited
 from shared.jsonvalue import json_safe
 
 log = logging.getLogger("herald")
@@ -143,6 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(HeraldError)
     async def herald_error(request: Request, exc: HeraldError) -> JSONBytes:
         headers = {"Retry-After": "1"} if exc.status == 503 else None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(max(1, math.ceil(exc.details["retry_after_s"])))}
         response = _error(exc.status, exc.code, exc.message, exc.details)
         if headers:
             response.headers.update(headers)

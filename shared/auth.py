@@ -70,8 +70,10 @@ class Authenticator:
             raise Unauthorized("missing credentials")
         raw = credential.encode()
         # Constant-time compare so a key cannot be guessed byte by byte.
-        if any(hmac.compare_digest(raw, k) for k in self._api_keys):
-            return Principal(sub="api-key", admin=True)
+        matches = [hmac.compare_digest(raw, k) for k in self._api_keys]  # no early exit
+        if any(matches):
+            # One subject per key, so that per-caller limits apply per key.
+            return Principal(sub=f"api-key-{matches.index(True) + 1}", admin=True)
         if not (self._secret or self._public_key):
             raise Unauthorized("invalid API key")
         return self._decode_jwt(credential)

@@ -239,3 +239,42 @@ async def test_admin_claim_must_be_a_json_boolean(auth_server: HeraldServer, adm
     with pytest.raises(ConnectionClosed):
         await recv_json(ws)
     assert ws.close_code == 4401
+
+
+@pytest.fixture(scope="module")
+def limited_server() -> Iterator[HeraldServer]:
+    # One token per 100 s: the test never waits for a refill.
+    env = {
+        "HERALD_API_KEYS": "key-a,key-b",
+        "HERALD_HTTP_PUBLISH_RATE": "0.01",
+        "HERALD_HTTP_PUBLISH_BURST": "3",
+    }
+    s = HeraldServer(env=env).start()
+    yield s
+    s.stop()
+
+
+async def test_http_publish_rate_limit_per_api_key(limited_server: HeraldServer) -> None:
+    msg = {"topic": "a.b", "data": 1}
+    async with httpx.AsyncClient(base_url=limited_server.http) as c:
+        a = {"authorization": "Bearer key-a"}
+        b = {"authorization": "Bearer key-b"}
+        for _ in range(3):
+            assert (await c.post("/v1/publish", json=msg, headers=a)).status_code == 202
+        r = await c.post("/v1/publish", json=msg, headers=a)
+        assert r.status_code == 429, r.text
+        assert r.json()["error"]["code"] == "rate_limited"
+        assert int(r.headers["retry-after"]) >= 1
+        r = await c.post("/v1/publish/batch", json={"messages": [msg] * 2}, headers=a)
+        assert r.status_code == 429
+        # Another key has its own bucket; a batch costs one token per message.
+        r = await c.post("/v1/publish/batch", json={"messages": [msg] * 2}, headers=b)
+        assert r.status_code == 202
+        assert (await c.post("/v1/publish", json=msg, headers=b)).status_code == 202
+        assert (await c.post("/v1/publish", json=msg, headers=b)).status_code == 429
+
+
+async def test_http_publish_is_not_limited_in_dev_mode(http: httpx.AsyncClient) -> None:
+    msgs = {"messages": [{"topic": "a.b", "data": i} for i in range(500)]}
+    for _ in range(6):  # 3,000 messages at once: far over the authenticated default burst
+        assert (await http.post("/v1/publish/batch", json=msgs)).status_code == 202
