@@ -222,7 +222,7 @@ async def put_queue(
 
 @router.get("/v1/queues", response_model=QueueList, tags=["queues"])
 async def list_queues(svc: Queues) -> dict[str, Any]:
-    return {"queues": await svc.list()}
+    return {"queues": await svc.list_queues()}
 
 
 @router.get("/v1/queues/{name}", response_model=QueueInfo, tags=["queues"])
