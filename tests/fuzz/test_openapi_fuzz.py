@@ -86,7 +86,7 @@ def flatmap_body(context: Any, body: Any) -> st.SearchStrategy[Any]:
 
 @schema.parametrize()
 @settings(
-    max_examples=40,
+    max_examples=50,
     deadline=None,
     suppress_health_check=list(HealthCheck),
     database=None,
