@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fanout.backplane import Backplane
 from fanout.node import Node
+from gateway.client_js import router as client_js_router
 from gateway.commands import HANDLERS
 from gateway.edge import Edge
 from gateway.http_api import router
@@ -165,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return _error(exc.status_code, code, str(exc.detail))
 
     app.include_router(router)
+    app.include_router(client_js_router)
     try:
         from gateway.queues_api import router as queues_router
     except ImportError:

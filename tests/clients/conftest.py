@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lab import Control, Lab
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """Gateways for every client scenario (Python, Node, Chromium), stopped by PID."""
+    lab = Lab()
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+@pytest.fixture(scope="session")
+def control(lab: Lab) -> Iterator[Control]:
+    ctl = Control(lab).start()
+    try:
+        yield ctl
+    finally:
+        ctl.stop()
