@@ -28,6 +28,8 @@ class Principal:
     subscribe: tuple[str, ...] = _ALL
     publish: tuple[str, ...] = _ALL
     admin: bool = False
+    # The token's `exp` (unix seconds); None for API keys and dev mode, which never expire.
+    exp: int | None = None
 
     def can_subscribe(self, pattern: str) -> bool:
         return any(pattern_covers(a, pattern) for a in self.subscribe)
@@ -118,6 +120,7 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         subscribe=_patterns(claims.get("subscribe"), "subscribe"),
         publish=_patterns(claims.get("publish"), "publish"),
         admin=admin,
+        exp=int(exp),
     )
 
 
