@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -13,10 +12,10 @@ from fanout.node import MAX_OFFSET, Node
 from gateway.bodies import StrictJSONRoute
 from gateway.deps import get_node, get_principal
 from gateway.metrics import render_metrics
+from gateway.publish_limit import check_publish_rate
 from gateway.responses import JSONBytes
 from shared.auth import Principal
-from shared.errors import HeraldError, RateLimited
-from shared.ratelimit import TokenBucket
+from shared.errors import HeraldError
 
 router = APIRouter(route_class=StrictJSONRoute)
 
@@ -65,60 +64,12 @@ NodeDep = Annotated[Node, Depends(get_node)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-class PublishLimiter:
-    """A token bucket per caller (API key or JWT subject) for HTTP publishes.
-
-    A publish costs one token per message (a batch at most `burst`, so that a full
-    batch always fits an idle bucket). Buckets idle long enough to be full again are
-    forgotten when the table grows, so memory follows the active callers only.
-    """
-
-    MAX_IDLE_CALLERS = 10_000
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._buckets: dict[str, tuple[TokenBucket, list[float]]] = {}
-
-    def check(self, caller: str, cost: int, now: float) -> None:
-        """Spend `cost` tokens of `caller`, or raise `RateLimited` (429)."""
-        entry = self._buckets.get(caller)
-        if entry is None:
-            if len(self._buckets) >= self.MAX_IDLE_CALLERS:
-                self._forget_idle(now)
-            entry = self._buckets[caller] = (TokenBucket(self.rate, self.burst), [now])
-        bucket, last = entry
-        last[0] = now
-        wait = bucket.take(now, min(cost, self.burst))
-        if wait > 0:
-            raise RateLimited(
-                f"over {self.rate:g} messages/s for this caller; retry in {wait:.2f} s",
-                details={"retry_after_s": round(wait, 3)},
-            )
-
-    def _forget_idle(self, now: float) -> None:
-        refill = self.burst / self.rate
-        for caller in [c for c, (_, last) in self._buckets.items() if now - last[0] > refill]:
-            del self._buckets[caller]
-
-
-def _check_publish_rate(request: Request, node: Node, principal: Principal, cost: int) -> None:
-    state = request.app.state
-    limiter: PublishLimiter | None = getattr(state, "publish_limiter", None)
-    if limiter is None:
-        limits = node.settings.publish_rate()
-        if limits is None:
-            return
-        limiter = state.publish_limiter = PublishLimiter(*limits)
-    limiter.check(principal.sub, cost, time.monotonic())
-
-
 @router.post("/v1/publish", status_code=202, response_model=PublishOut, tags=["topics"])
 async def publish(
     request: Request, body: PublishIn, node: NodeDep, principal: PrincipalDep
 ) -> JSONBytes:
     """Publish one message to a topic."""
-    _check_publish_rate(request, node, principal, 1)
+    check_publish_rate(request, node, principal, 1)
     (outcome,) = await node.publish([body.model_dump(exclude_unset=True)], principal)
     if isinstance(outcome, HeraldError):
         raise outcome
@@ -130,7 +81,7 @@ async def publish_batch(
     request: Request, body: BatchIn, node: NodeDep, principal: PrincipalDep
 ) -> JSONBytes:
     """Publish up to 500 messages; each entry gets its own result or error."""
-    _check_publish_rate(request, node, principal, len(body.messages))
+    check_publish_rate(request, node, principal, len(body.messages))
     outcomes = await node.publish(body.messages, principal)
     return JSONBytes({"results": [_result(o) for o in outcomes]}, status_code=202)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.http_api import PublishLimiter
+from gateway.publish_limit import PublishLimiter
 from shared.config import Settings
 from shared.errors import RateLimited
 
