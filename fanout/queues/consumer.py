@@ -128,9 +128,15 @@ class QueueConsumer:
                 }
                 try:
                     self._send_job(job)
-                except Exception:  # the socket is going away: let someone else have it
-                    log.exception("consumer of %s: send_job failed", self.queue)
-                    await self._release(m["receipt"])
+                except Exception as exc:
+                    # A job that cannot be sent (say, a body stored before the nesting
+                    # limit that no longer encodes) stays hidden until its visibility
+                    # timeout, holding a prefetch slot: releasing it at once made the
+                    # consumer spin on it, and its receive count still grows towards
+                    # the dead-letter queue.
+                    log.warning(
+                        "consumer of %s: job %s could not be sent (%s)", self.queue, m["id"], exc
+                    )
 
     def _forget(self, receipts: Sequence[str]) -> None:
         for r in receipts:

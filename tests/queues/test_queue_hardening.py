@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from fanout.message import Message
-from fanout.queues import QueueService
+from fanout.queues import QueueConsumer, QueueService
 from shared.errors import InvalidRequest
 
 
@@ -41,3 +42,26 @@ async def test_dead_letter_cycles_are_refused(svc: QueueService) -> None:
     assert (await svc.get("c"))["dead_letter"] is None
     # A chain that merely ends, or joins another chain, is fine.
     await svc.create_or_update("d", {"dead_letter": {"queue": "b", "max_receive_count": 1}})
+
+
+async def test_an_unsendable_job_does_not_spin_the_consumer(svc: QueueService) -> None:
+    """A job the socket cannot take stays hidden until its visibility timeout (the fake
+    clock never gets there), instead of being released and received again at once."""
+    await svc.create_or_update("stuck", {})
+    await svc.send("stuck", {"body": 1})
+    attempts = 0
+
+    def send_job(job: dict[str, Any]) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:  # later attempts succeed, so a spinning consumer stops
+            raise TypeError("cannot encode")
+
+    consumer = QueueConsumer(svc, "stuck", 5, None, send_job)
+    await consumer.start()
+    try:
+        await asyncio.sleep(0.3)
+    finally:
+        await consumer.close()
+    assert attempts == 1
+    assert (await svc.get("stuck"))["received_total"] == 1
