@@ -74,10 +74,10 @@ loadtest: install
 	$(BIN)/python -m loadtest.locust_run --time 30s --users 50
 
 bench: install
-	$(BIN)/herald bench
+	$(BIN)/python -m loadtest.bench
 
 bench-quick: install
-	$(BIN)/herald bench --quick
+	$(BIN)/python -m loadtest.bench --quick
 
 k8s-check:
 	bash scripts/k8s-check.sh

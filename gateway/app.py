@@ -31,7 +31,7 @@ log = logging.getLogger("herald")
 def make_backplane(settings: Settings) -> Backplane:
     """The engine's backplane, chosen at start-up (SPEC §6)."""
     if settings.engine == "redis":
-        from fanout.redis_backplane import RedisBackplane
+        from fanout.redis.backplane import RedisBackplane
 
         return RedisBackplane(settings.backplane_url or settings.redis_url)
     from fanout.memory import MemoryBackplane

@@ -150,18 +150,6 @@ async def _tail(
     return 0
 
 
-@app.command()
-def bench(
-    quick: Annotated[bool, typer.Option(help="Smaller, faster run")] = False,
-) -> None:
-    """Run the fanout benchmarks in loadtest/ (see docs/BENCHMARKS.md)."""
-    import importlib
-
-    # loadtest/ ships in the repo, not in the wheel's runtime path: import lazily.
-    runner = importlib.import_module("loadtest.bench")
-    raise typer.Exit(int(runner.main(quick=quick)))
-
-
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()

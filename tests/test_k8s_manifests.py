@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)  # first run installs checkov & co. (~1-2 min on 2 cores)
 def test_k8s_check_script_passes() -> None:
     env = {k: v for k, v in os.environ.items() if k != "K8S_CHECK_KEEP"}
