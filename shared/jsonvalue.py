@@ -47,6 +47,8 @@ def check_value(value: Any, field: str, *, max_depth: int = MAX_DEPTH) -> None:
     `field` names the value in the error message (never the offending text, which
     may itself be unencodable). Depth counts nested containers: `[[1]]` is 2 deep.
     """
+    if type(value) is str and value.isascii():  # the common case, without the walk
+        return
     stack: list[tuple[Any, int]] = [(value, 0)]
     pop, push = stack.pop, stack.append
     while stack:
