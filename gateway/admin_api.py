@@ -103,7 +103,7 @@ async def topics(node: NodeDep) -> dict[str, Any]:
     dependencies=[Depends(require_admin)],
 )
 async def peek(
-    name: str, svc: Queues, max: Annotated[int, Query(ge=1, le=100)] = 10
+    name: str, svc: Queues, limit: Annotated[int, Query(alias="max", ge=1, le=100)] = 10
 ) -> dict[str, Any]:
     """The oldest messages of a queue (e.g. a dead-letter queue) without receiving them."""
-    return {"messages": await svc.peek(name, max)}
+    return {"messages": await svc.peek(name, limit)}
