@@ -484,7 +484,8 @@ class RedisQueueService(QueueService):
 
     async def _peek(self, name: str, count: int) -> list[dict[str, Any]]:
         # Plain reads, no script: a message may leave between them and is then
-        # skipped. `expiry` holds every message, scored by its arrival here.
+        # skipped. `expiry` holds every message, scored by its arrival here (ms);
+        # arrivals in the same millisecond are put in send order (`s`) below.
         if await self._load_attrs(name) is None:
             raise QueueNotFound(f"queue {name!r} does not exist", details={"queue": name})
         k = self.keys.queue(name)
@@ -493,23 +494,26 @@ class RedisQueueService(QueueService):
             return []
         bodies = await self._io(self._redis.hmget(k[_BODIES], ids))
         states = await self._io(self._redis.hmget(k[_STATE], ids))
-        out: list[dict[str, Any]] = []
+        out: list[tuple[int, dict[str, Any]]] = []
         for msg_id, payload, raw in zip(ids, bodies, states, strict=True):
             if payload is None or raw is None:
                 continue
             body, attributes = decode_payload(payload)
             st = orjson.loads(raw)
             out.append(
-                {
-                    "id": _text(msg_id),
-                    "body": body,
-                    "attributes": attributes,
-                    "receive_count": int(st.get("rc", 0)),
-                    "sent_at": int(st.get("t", 0)),
-                    "source": st.get("src") or None,
-                }
+                (
+                    int(st.get("s", 0)),
+                    {
+                        "id": _text(msg_id),
+                        "body": body,
+                        "attributes": attributes,
+                        "receive_count": int(st.get("rc", 0)),
+                        "sent_at": int(st.get("t", 0)),
+                        "source": st.get("src") or None,
+                    },
+                )
             )
-        return out
+        return [m for _, m in sorted(out, key=lambda pair: pair[0])]
 
     async def _redrive(self, dlq: str) -> int:
         cursor = 0

@@ -4,15 +4,17 @@ messages, in flight or not, and nothing about them changes."""
 from __future__ import annotations
 
 import pytest
+from queue_helpers import FakeClock
 
 from fanout.queues import QueueService
 from shared.errors import InvalidRequest, QueueNotFound
 
 
-async def test_peek_is_read_only_and_oldest_first(svc: QueueService) -> None:
+async def test_peek_is_read_only_and_oldest_first(svc: QueueService, clock: FakeClock) -> None:
     await svc.create_or_update("dlq", {})
     await svc.create_or_update("work", {"dead_letter": {"queue": "dlq", "max_receive_count": 1}})
     first = await svc.send("work", {"body": {"n": 1}, "attributes": {"k": "v"}})
+    clock.advance(0.01)  # peek orders by arrival time (ms)
     await svc.send("work", {"body": {"n": 2}})
     [claimed] = await svc.receive("work", visibility_timeout=0)  # n=1 received once
     before = await svc.get("work")
