@@ -66,6 +66,8 @@ class Node:
             send_buffer_bytes=settings.send_buffer_bytes,
             slow_policy=settings.slow_consumer,
             max_frame_bytes=settings.max_frame_bytes,
+            max_filter_cost=settings.max_filter_cost,
+            max_filter_cost_per_sink=settings.max_filter_cost_per_connection,
             on_wakeup=self._wakeup,
             on_interest=self._on_interest,
         )

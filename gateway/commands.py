@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from fanout.framing import text_frame
 from fanout.hub import Shape
 from fanout.message import Message
 from gateway.edge import Handler
@@ -28,20 +27,17 @@ def _reply(conn: HeraldWebSocket, cmd: dict[str, Any], op: str, **fields: Any) -
 
 
 def _send_owed(conn: HeraldWebSocket, key: str, msgs: list[Message]) -> None:
+    # The hub builds every `msgs` frame, so a replay is chunked like a broadcast.
     if msgs and conn.is_open:
-        payload = (
-            b'{"op":"msgs","sub":"'
-            + key.encode()
-            + b'","msgs":['
-            + b",".join(m.envelope for m in msgs)
-            + b"]}"
-        )
-        conn.transport.write(text_frame(payload))
+        conn.transport.writelines(conn.node.hub.msgs_frames(key, msgs))
 
 
 def auth(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
     principal = conn.authenticate(cmd.get("token"))
-    _reply(conn, cmd, "authenticated", client=principal.sub)
+    fields: dict[str, Any] = {"client": principal.sub}
+    if principal.exp is not None:
+        fields["exp"] = principal.exp
+    _reply(conn, cmd, "authenticated", **fields)
 
 
 def ping(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
@@ -124,7 +120,7 @@ def publish(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
             fields["offset"] = result.offset
         _reply(conn, cmd, "published", **fields)
 
-    conn.spawn(cmd.get("id"), run())
+    conn.spawn(cmd.get("id"), run(), exclusive=False)
 
 
 def _queue_service(conn: HeraldWebSocket) -> Any:
@@ -196,7 +192,7 @@ def ack(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
         results = await consumer.ack(receipts)
         _reply(conn, cmd, "acked", results=results)
 
-    conn.spawn(cmd.get("id"), run())
+    conn.spawn(cmd.get("id"), run(), exclusive=False)
 
 
 def nack(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
@@ -210,7 +206,7 @@ def nack(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
         await consumer.nack(receipt, delay)
         _reply(conn, cmd, "nacked")
 
-    conn.spawn(cmd.get("id"), run())
+    conn.spawn(cmd.get("id"), run(), exclusive=False)
 
 
 def extend(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
@@ -224,7 +220,7 @@ def extend(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
         await consumer.extend(receipt, timeout)
         _reply(conn, cmd, "extended")
 
-    conn.spawn(cmd.get("id"), run())
+    conn.spawn(cmd.get("id"), run(), exclusive=False)
 
 
 HANDLERS: dict[str, Handler] = {

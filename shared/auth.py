@@ -26,6 +26,8 @@ class Principal:
     subscribe: tuple[str, ...] = _ALL
     publish: tuple[str, ...] = _ALL
     admin: bool = False
+    # The token's `exp` (unix seconds); None for API keys and dev mode, which never expire.
+    exp: int | None = None
 
     def can_subscribe(self, pattern: str) -> bool:
         return any(pattern_covers(a, pattern) for a in self.subscribe)
@@ -93,6 +95,7 @@ class Authenticator:
             subscribe=_patterns(claims.get("subscribe")),
             publish=_patterns(claims.get("publish")),
             admin=bool(claims.get("admin", False)),
+            exp=int(claims["exp"]),
         )
 
 

@@ -87,12 +87,7 @@ class RawClient:
         self.buf = b""
 
     def send_json(self, obj: Any) -> None:
-        payload = json.dumps(obj).encode()
-        mask = os.urandom(4)
-        n = len(payload)
-        head = bytes((0x81, 0x80 | n)) if n < 126 else struct.pack("!BBH", 0x81, 0xFE, n)
-        body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(head + mask + body)
+        self.sock.sendall(masked_frame(0x1, json.dumps(obj).encode()))
 
     def read_frames(self, timeout: float = 10.0) -> list[tuple[int, bytes]]:
         """Read until the peer closes (or `timeout`): every complete frame."""
@@ -134,6 +129,15 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """One final client frame (masked, as RFC 6455 requires of clients)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes((0x80 | opcode, 0x80 | n)) if n < 126 else struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + body
 
 
 def close_code(frames: list[tuple[int, bytes]]) -> int | None:
