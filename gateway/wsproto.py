@@ -509,10 +509,8 @@ class HeraldWebSocket(asyncio.Protocol):
             return  # API keys never expire
         left = principal.exp - time.time()
         warn = left - self.node.settings.token_refresh_window
-        if warn > 0:
-            self._expiry = self.edge.loop.call_later(warn, self._token_expiring)
-        else:
-            self._token_expiring()
+        # Later, not now: the handshake sets the principal before the socket is open.
+        self._expiry = self.edge.loop.call_later(max(0.0, warn), self._token_expiring)
 
     def _token_expiring(self) -> None:
         principal = self.principal

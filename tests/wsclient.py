@@ -107,28 +107,32 @@ class RawClient:
         return frames
 
     def _parse(self) -> list[tuple[int, bytes]]:
-        out = []
-        buf = self.buf
-        while len(buf) >= 2:
-            n = buf[1] & 0x7F
-            head = 2
-            if n == 126:
-                if len(buf) < 4:
-                    break
-                n, head = struct.unpack("!H", buf[2:4])[0], 4
-            elif n == 127:
-                if len(buf) < 10:
-                    break
-                n, head = struct.unpack("!Q", buf[2:10])[0], 10
-            if len(buf) < head + n:
-                break
-            out.append((buf[0] & 0x0F, buf[head : head + n]))
-            buf = buf[head + n :]
-        self.buf = buf
+        out, self.buf = parse_frames(self.buf)
         return out
 
     def close(self) -> None:
         self.sock.close()
+
+
+def parse_frames(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """Complete server (unmasked) frames as (opcode, payload), and the rest of `buf`."""
+    out = []
+    while len(buf) >= 2:
+        n = buf[1] & 0x7F
+        head = 2
+        if n == 126:
+            if len(buf) < 4:
+                break
+            n, head = struct.unpack("!H", buf[2:4])[0], 4
+        elif n == 127:
+            if len(buf) < 10:
+                break
+            n, head = struct.unpack("!Q", buf[2:10])[0], 10
+        if len(buf) < head + n:
+            break
+        out.append((buf[0] & 0x0F, buf[head : head + n]))
+        buf = buf[head + n :]
+    return out, buf
 
 
 def masked_frame(opcode: int, payload: bytes) -> bytes:
