@@ -9,10 +9,14 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import jwt
 import pytest
+from websockets.exceptions import ConnectionClosed
 
-from procs import MS, HeraldServer
-from wsclient import RawClient, masked_frame
+from fanout.hub import Shape
+from procs import MS, HeraldServer, RedisServer
+from shared.filters import MATCH_ALL
+from wsclient import RawClient, assert_silent, connect, masked_frame, recv_json, recv_op
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +113,107 @@ def test_unread_pongs_stay_bounded(
         client.close()
     assert grown < RSS_BOUND, f"RSS grew by {grown >> 20} MiB after {sent >> 20} MiB of pings"
     assert sent < 256 << 20, "the server kept reading a client that reads nothing"
+
+
+# ---- commands take effect in order (redis engine: subscribe is always async) ---------
+
+
+async def test_commands_take_effect_in_order_on_redis(redis_server: RedisServer) -> None:
+    s = HeraldServer(
+        env={
+            "HERALD_ENGINE": "redis",
+            "HERALD_REDIS_URL": redis_server.url,
+            "HERALD_MAX_SUBSCRIPTIONS_PER_CONNECTION": "40",
+        }
+    ).start()
+    try:
+        ws = await connect(s.ws)
+        key = Shape("rt.a", MATCH_ALL).sub_key  # deterministic: a client may pipeline it
+        await ws.send(json.dumps({"op": "subscribe", "id": 1, "topic": "rt.a"}))
+        await ws.send(json.dumps({"op": "unsubscribe", "id": 2, "sub": key}))
+        await ws.send(json.dumps({"op": "ping", "id": 3}))
+        ops = [(await recv_json(ws))["op"] for _ in range(3)]
+        assert ops == ["subscribed", "unsubscribed", "pong"]
+        async with httpx.AsyncClient() as c:
+            r = await c.post(s.http + "/v1/publish", json={"topic": "rt.a", "data": 1})
+            assert r.status_code == 202
+        await assert_silent(ws, 300 * MS)
+        # Pipelined subscribes stop at the limit (old code: 1,502 of 1,000).
+        for i in range(48):  # 8 refusals: under the malformed-frames limit
+            await ws.send(json.dumps({"op": "subscribe", "id": i, "topic": f"rt.t{i}"}))
+        replies = [await recv_json(ws) for _ in range(48)]
+        assert [r["op"] for r in replies].count("subscribed") == 40
+        await ws.close()
+    finally:
+        s.stop()
+
+
+# ---- keep-alive never depends on a pong ----------------------------------------------
+
+
+def read_for(client: RawClient, seconds: float) -> list[tuple[int, bytes]]:
+    """Every frame that arrives within `seconds` (then return, whatever came)."""
+    frames: list[tuple[int, bytes]] = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        client.sock.settimeout(left)
+        try:
+            chunk = client.sock.recv(1 << 16)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        client.buf += chunk
+        frames += client._parse()
+    return frames
+
+
+def test_peer_that_never_pongs_is_pinged_while_it_talks_and_dropped_once_silent() -> None:
+    s = HeraldServer(env={"HERALD_PING_INTERVAL": "0.5", "HERALD_PING_TIMEOUT": "0.5"}).start()
+    try:
+        client = RawClient(s.port)
+        pings = 0
+        for i in range(5):  # a command every 0.8 s: quiet long enough to be pinged
+            client.send_json({"op": "ping", "id": i})
+            pings += sum(op == 0x9 for op, _ in read_for(client, 800 * MS))
+        assert pings >= 2, "pinged once, then never again"
+        closed = False
+        client.sock.settimeout(5000 * MS)
+        try:
+            while client.sock.recv(1 << 16):
+                pass
+            closed = True
+        except ConnectionResetError:
+            closed = True
+        except TimeoutError:
+            pass
+        client.close()
+        assert closed, "a silent peer that never answered a ping was kept"
+    finally:
+        s.stop()
+
+
+# ---- tokens expire while connected ---------------------------------------------------
+
+
+def short_token(ttl: float, **claims: object) -> str:
+    body: dict[str, object] = {"sub": "u1", "exp": int(time.time() + ttl), **claims}
+    return jwt.encode(body, SECRET, algorithm="HS256")
+
+
+async def test_connection_ends_4401_at_exp_unless_refreshed(auth_server: HeraldServer) -> None:
+    stale = await connect(f"{auth_server.ws}?token={short_token(1)}")
+    kept = await connect(f"{auth_server.ws}?token={short_token(1)}")
+    warning = await recv_json(stale)
+    assert warning["op"] == "token_expiring" and warning["in_ms"] <= 1000
+    assert (await recv_json(kept))["op"] == "token_expiring"
+    fresh = short_token(600)
+    await kept.send(json.dumps({"op": "auth", "id": 1, "token": fresh}))
+    reply = await recv_json(kept)
+    assert reply["op"] == "authenticated" and reply["exp"] > time.time() + 500
+    with pytest.raises(ConnectionClosed):
+        await recv_json(stale, 3000 * MS)
+    assert stale.close_code == 4401 and stale.close_reason == "token expired"
+    await kept.send(json.dumps({"op": "ping", "id": 2}))  # past the first exp: still open
+    assert (await recv_op(kept, "pong", 3000 * MS))["id"] == 2
+    await kept.close()
