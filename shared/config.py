@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     # Sum of filter costs (value combinations, SNS-style) one connection may subscribe
     # with, and that the process's distinct filters may add up to.
     max_filter_cost_per_connection: int = Field(default=1500, ge=1)
-    max_filter_cost: int = Field(default=200_000, ge=1)
+    max_filter_cost: int = Field(default=50_000, ge=1)
     # WebSocket commands per second and burst per connection. None: 100/s, burst 200,
     # with auth on, and off in dev mode (no credentials configured); 0 turns it off.
     ws_command_rate: float | None = Field(default=None, ge=0)
