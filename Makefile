@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck unit redis-server loadtest bench bench-quick k8s-check clean
+.PHONY: install run test lint typecheck unit redis-server autobahn-venv loadtest bench bench-quick k8s-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,24 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Autobahn|Testsuite (tests/autobahn) runs on Python 2.7 only: pyenv's 2.7.18 gets a
+# venv of its own, built once. virtualenv is bootstrapped into a scratch folder so
+# the interpreter's own site-packages stay untouched.
+PY27 ?= $(HOME)/.pyenv/versions/2.7.18/bin/python
+AUTOBAHN_VENV := .autobahn-venv
+AUTOBAHN_STAMP := $(AUTOBAHN_VENV)/.installed-stamp
+
+$(AUTOBAHN_STAMP): tests/autobahn/requirements-py27.txt
+	@test -x $(PY27) || { echo "Python 2.7 not found at $(PY27): pyenv install 2.7.18, or set PY27=" >&2; exit 1; }
+	rm -rf $(AUTOBAHN_VENV) .autobahn-boot
+	$(PY27) -m pip install --quiet --disable-pip-version-check --target .autobahn-boot virtualenv==20.15.1
+	PYTHONPATH=.autobahn-boot $(PY27) -m virtualenv --quiet $(AUTOBAHN_VENV)
+	rm -rf .autobahn-boot
+	$(AUTOBAHN_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/autobahn/requirements-py27.txt
+	touch $@
+
+autobahn-venv: $(AUTOBAHN_STAMP)
 
 run: install
 	$(BIN)/herald serve
@@ -34,7 +52,7 @@ typecheck: install
 unit: install
 	$(BIN)/pytest -q tests/unit
 
-test: install redis-server lint typecheck
+test: install redis-server autobahn-venv lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 loadtest: install
@@ -50,4 +68,4 @@ k8s-check:
 	bash scripts/k8s-check.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data
+	rm -rf $(VENV) $(AUTOBAHN_VENV) .pytest_cache .mypy_cache .ruff_cache data
