@@ -16,7 +16,15 @@ from websockets.exceptions import ConnectionClosed
 from fanout.hub import Shape
 from procs import MS, HeraldServer, RedisServer
 from shared.filters import MATCH_ALL
-from wsclient import RawClient, assert_silent, connect, masked_frame, recv_json, recv_op
+from wsclient import (
+    RawClient,
+    assert_silent,
+    close_code,
+    connect,
+    masked_frame,
+    recv_json,
+    recv_op,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -217,3 +225,22 @@ async def test_connection_ends_4401_at_exp_unless_refreshed(auth_server: HeraldS
     await kept.send(json.dumps({"op": "ping", "id": 2}))  # past the first exp: still open
     assert (await recv_op(kept, "pong", 3000 * MS))["id"] == 2
     await kept.close()
+
+
+# ---- command rate limit --------------------------------------------------------------
+
+
+def test_command_flood_is_rate_limited_then_closed_1008() -> None:
+    s = HeraldServer(env={"HERALD_WS_COMMAND_RATE": "1", "HERALD_WS_COMMAND_BURST": "5"}).start()
+    try:
+        client = RawClient(s.port)
+        for i in range(40):
+            client.send_json({"op": "ping", "id": i})
+        frames = client.read_frames(5000 * MS)
+        client.close()
+    finally:
+        s.stop()
+    replies = [json.loads(p) for op, p in frames if op == 0x1]
+    assert [r["op"] for r in replies[:5]] == ["pong"] * 5
+    assert replies[5]["code"] == "rate_limited"
+    assert close_code(frames) == 1008
