@@ -395,6 +395,8 @@ class HeraldWebSocket(asyncio.Protocol):
     # ---- commands --------------------------------------------------------------------
 
     def _on_text(self, payload: bytes) -> None:
+        if self._state not in (_AUTH, _OPEN):
+            return  # closing: nothing it asks for could be answered
         bucket = self._bucket
         if bucket is not None:
             retry = bucket.take(self.edge.loop.time())
