@@ -74,8 +74,9 @@ class Settings(BaseSettings):
     # with, and that the process's distinct filters may add up to.
     max_filter_cost_per_connection: int = Field(default=1500, ge=1)
     max_filter_cost: int = Field(default=50_000, ge=1)
-    # WebSocket commands per second and burst per connection. None: 100/s, burst 200,
-    # with auth on, and off in dev mode (no credentials configured); 0 turns it off.
+    # WebSocket commands per second and burst per connection. None: 1000/s, burst 2000
+    # with auth on (room for a queue worker acking one job at a time), off in dev mode
+    # (no credentials configured); 0 turns it off.
     ws_command_rate: float | None = Field(default=None, ge=0)
     ws_command_burst: int | None = Field(default=None, ge=1)
     # Seconds before a JWT's `exp` that a connection is sent `token_expiring`.
@@ -119,7 +120,7 @@ class Settings(BaseSettings):
         """(rate, burst) of the per-connection WebSocket command limit, or None (off)."""
         rate = self.ws_command_rate
         if rate is None:
-            rate = 100.0 if self.auth_enabled else 0.0
+            rate = 1000.0 if self.auth_enabled else 0.0
         if rate == 0:
             return None
         return rate, self.ws_command_burst or max(1, int(rate * 2))
