@@ -210,10 +210,10 @@ def short_token(ttl: float, **claims: object) -> str:
 
 
 async def test_connection_ends_4401_at_exp_unless_refreshed(auth_server: HeraldServer) -> None:
-    stale = await connect(f"{auth_server.ws}?token={short_token(1)}")
-    kept = await connect(f"{auth_server.ws}?token={short_token(1)}")
+    stale = await connect(f"{auth_server.ws}?token={short_token(1.5)}")
+    kept = await connect(f"{auth_server.ws}?token={short_token(1.5)}")
     warning = await recv_json(stale)
-    assert warning["op"] == "token_expiring" and warning["in_ms"] <= 1000
+    assert warning["op"] == "token_expiring" and warning["in_ms"] <= 1500
     assert (await recv_json(kept))["op"] == "token_expiring"
     fresh = short_token(600)
     await kept.send(json.dumps({"op": "auth", "id": 1, "token": fresh}))
