@@ -545,13 +545,21 @@ class HeraldWebSocket(asyncio.Protocol):
         self.close(CLOSE_UNAUTHORIZED, "token expired")
 
     def _end_disallowed(self, principal: Principal) -> None:
-        """End the subscriptions the refreshed claims no longer allow, each with an error."""
+        """End what the refreshed claims no longer allow, each with an error frame:
+        subscriptions (carrying `sub`), and queue consumers when admin was dropped
+        (carrying `queue`)."""
         hub = self.node.hub
         for key, pattern in list(hub.patterns_of(self).items()):
             if not principal.can_subscribe(pattern):
                 hub.unsubscribe(self, key)
                 exc = Forbidden(f"the new token does not allow {pattern!r}")
                 self.send({"op": "error", **exc.to_dict(), "sub": key})
+        if self._consumers and not principal.admin:
+            for queue, consumer in list(self._consumers.items()):
+                del self._consumers[queue]
+                self._spawn_detached(consumer.close())
+                exc = Forbidden("the new token is not an admin token: consuming ends")
+                self.send({"op": "error", **exc.to_dict(), "queue": queue})
 
     def require_principal(self) -> Principal:
         if self.principal is None:

@@ -16,6 +16,7 @@ import pytest
 from fanout.hub import Shape
 from fanout.memory import MemoryBackplane
 from fanout.node import Node
+from gateway.app import make_queues
 from gateway.commands import HANDLERS
 from gateway.edge import Edge
 from gateway.wsproto import MAX_PENDING, ConnState, HeraldWebSocket
@@ -106,18 +107,20 @@ def close_code(frames: list[tuple[int, bytes]]) -> int | None:
 
 @pytest.fixture
 async def make_edge() -> AsyncIterator[Callable[..., Any]]:
-    nodes: list[Node] = []
+    edges: list[Edge] = []
 
-    async def make(**settings: Any) -> Edge:
+    async def make(queues: bool = False, **settings: Any) -> Edge:
         settings.setdefault("history", [HistoryRule(pattern="hist.>", size=1000)])
-        node = Node(Settings(**settings), MemoryBackplane())
+        config = Settings(**settings)
+        node = Node(config, MemoryBackplane(), queues=make_queues(config) if queues else None)
         await node.start()
-        nodes.append(node)
-        return Edge(node, HANDLERS)
+        edges.append(Edge(node, HANDLERS))
+        return edges[-1]
 
     yield make
-    for node in nodes:
-        await node.stop()
+    for edge in edges:
+        await edge.stop()
+        await edge.node.stop()
 
 
 async def publish(edge: Edge, topic: str, n: int, data: str = "x") -> None:
@@ -322,3 +325,18 @@ async def test_refresh_ends_subscriptions_the_new_claims_disallow(make_edge: Any
     assert len(ended) == 1 and ended[0]["sub"] == keys["b.x"]
     assert ended[0]["code"] == "forbidden"
     assert list(edge.node.hub.subscriptions_of(peer.conn)) == [keys["a.x"]]
+
+
+async def test_refresh_without_admin_ends_queue_consumers(make_edge: Any, tmp_path: Any) -> None:
+    edge = await make_edge(queues=True, jwt_secret=SECRET, data_dir=tmp_path)
+    assert edge.node.queues is not None
+    await edge.node.queues.create_or_update("jobs", {})
+    peer = Peer(edge, f"?token={token(600, admin=True)}")
+    peer.send({"op": "consume", "id": 1, "queue": "jobs"})
+    await peer.settle()
+    assert [r["op"] for r in peer.replies()] == ["consuming"]
+    peer.send({"op": "auth", "id": 2, "token": token(600)})
+    ended, reply = peer.replies()
+    assert ended["op"] == "error" and ended["code"] == "forbidden" and ended["queue"] == "jobs"
+    assert reply["op"] == "authenticated"
+    assert not peer.conn.consumers()
