@@ -25,6 +25,10 @@ from fanout.message import Message
 from shared.errors import FilterCostExceeded
 from shared.filters import FilterPolicy
 
+# Live messages kept for one resuming socket while its replay goes out; past this
+# they are dropped and counted in a `lagged` notice.
+MAX_CATCH_UP = 10_000
+
 Mode = Literal["all", "latest"]
 SlowPolicy = Literal["drop", "disconnect"]
 
@@ -362,8 +366,12 @@ class Hub:
         msgs = list(group.pending.values())
         group.pending.clear()
         self.stats.batches += 1
-        for buf in group.catching_up.values():
-            buf.extend(msgs)
+        for sink, buf in group.catching_up.items():
+            if len(buf) < MAX_CATCH_UP:
+                buf.extend(msgs)
+            else:  # a resume that never ends must not hold every live message
+                group.lagged[sink] = group.lagged.get(sink, 0) + len(msgs)
+                self._lagging.add(group)
         if not group.members:
             return
         for frame, count in self._frames(group.prefix, msgs):

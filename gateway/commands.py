@@ -90,12 +90,32 @@ async def _resume(
 ) -> None:
     # Without `since` (a history topic): go live and tell the client its position
     # (epoch and offset) so that it can resume later.
-    res = await conn.node.resume(conn, shape, since, epoch)
+    node = conn.node
+    res = await node.resume(conn, shape, since, epoch, page=_replay_page(conn, None))
     fields: dict[str, Any] = {"sub": shape.sub_key, "topic": shape.pattern}
     if since is not None:
         fields["recovered"] = res.recovered
     _reply(conn, cmd, "subscribed", **fields, epoch=res.epoch, offset=res.offset)
-    _send_owed(conn, shape.sub_key, res.messages)
+    msgs, more = res.messages, res.more
+    _send_owed(conn, shape.sub_key, msgs)
+    while more:
+        # The rest of a long replay, a page at a time once the socket has drained,
+        # so a replay never sits whole in the write buffer (send_buffer_bytes).
+        await conn.drained()
+        after = msgs[-1].offset or 0
+        msgs, more, skipped = await node.resume_more(conn, shape, after, _replay_page(conn, msgs))
+        if skipped:
+            conn.send({"op": "lagged", "sub": shape.sub_key, "dropped": skipped})
+        _send_owed(conn, shape.sub_key, msgs)
+
+
+def _replay_page(conn: HeraldWebSocket, last: list[Message] | None) -> int:
+    """Messages per replay page: about one send buffer's worth (16-1,000)."""
+    settings = conn.node.settings
+    size = settings.max_message_bytes
+    if last:
+        size = max(1, sum(len(m.envelope) for m in last) // len(last))
+    return max(16, min(1000, settings.send_buffer_bytes // size))
 
 
 def unsubscribe(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:

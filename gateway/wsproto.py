@@ -98,6 +98,7 @@ class HeraldWebSocket(asyncio.Protocol):
         "_buf",
         "_close_timer",
         "_consumers",
+        "_drain",
         "_exclusive",
         "_expiry",
         "_inflight",
@@ -145,6 +146,7 @@ class HeraldWebSocket(asyncio.Protocol):
         self._inflight = 0
         self._write_paused = False
         self._read_paused = False
+        self._drain: asyncio.Future[None] | None = None
         self._bucket: TokenBucket | None = None
         self._limited = 0
 
@@ -230,7 +232,17 @@ class HeraldWebSocket(asyncio.Protocol):
     def resume_writing(self) -> None:
         """The write buffer drained below a quarter of the bound: carry on."""
         self._write_paused = False
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
         self._pump()
+
+    async def drained(self) -> None:
+        """Return once the write buffer is under the bound (at once when it is)."""
+        if self._write_paused:
+            if self._drain is None:
+                self._drain = self.edge.loop.create_future()
+            await self._drain
 
     def eof_received(self) -> bool | None:
         return None

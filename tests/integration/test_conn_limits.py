@@ -105,6 +105,27 @@ def test_history_replays_to_a_client_that_never_reads_stay_bounded(server: Heral
     assert grown < RSS_BOUND, f"RSS grew by {grown >> 20} MiB"
 
 
+def test_one_long_replay_to_a_client_that_never_reads_stays_bounded(server: HeraldServer) -> None:
+    """A single `since: 0` on a 50 MB history: a page at a time, as the socket drains."""
+    data = "z" * 50_000
+    with httpx.Client(timeout=30) as http:
+        # Small batches, so that publishing leaves no large freed heap for the replay
+        # to reuse unseen.
+        for _ in range(50):
+            body = {"messages": [{"topic": "hist.huge", "data": data} for _ in range(20)]}
+            r = http.post(server.http + "/v1/publish/batch", json=body)
+            assert r.status_code == 202, r.text
+    client = RawClient(server.port, rcvbuf=4096)
+    base = rss(server)
+    try:
+        client.send_json({"op": "subscribe", "id": 1, "topic": "hist.huge", "since": 0})
+        grown = watch_rss(server, base, 2000 * MS)
+    finally:
+        client.close()
+    # One send buffer and one page (~1 MiB each) plus slack; the old code: +46 MiB.
+    assert grown < 20 << 20, f"RSS grew by {grown >> 20} MiB"
+
+
 @pytest.mark.parametrize("authenticated", [True, False], ids=["open", "auth-window"])
 def test_unread_pongs_stay_bounded(
     server: HeraldServer, auth_server: HeraldServer, authenticated: bool

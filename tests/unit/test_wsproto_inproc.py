@@ -40,16 +40,34 @@ class FakeTransport:
         self.reading = True
         self.closed = False
         self.limits: tuple[int | None, int | None] = (None, None)
+        # With `hold`, written bytes stay buffered (a peer that does not read) and
+        # pause_writing fires past the high-water mark, as asyncio does.
+        self.hold = False
+        self.buffered = 0
+        self.protocol: HeraldWebSocket | None = None
 
     def write(self, data: bytes) -> None:
         self.out += data
+        if self.hold:
+            before = self.buffered
+            self.buffered += len(data)
+            high = self.limits[0] or 0
+            if before <= high < self.buffered and self.protocol is not None:
+                self.protocol.pause_writing()
+
+    def drain(self) -> None:
+        """The peer read everything: empty the buffer and say so."""
+        was_paused = self.buffered > (self.limits[0] or 0)
+        self.buffered = 0
+        if was_paused and self.protocol is not None:
+            self.protocol.resume_writing()
 
     def writelines(self, lines: list[bytes]) -> None:
         for line in lines:
             self.write(line)
 
     def get_write_buffer_size(self) -> int:
-        return 0
+        return self.buffered
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         self.limits = (high, low)
@@ -73,6 +91,7 @@ class Peer:
     def __init__(self, edge: Edge, query: str = "") -> None:
         self.transport = FakeTransport()
         self.conn = HeraldWebSocket(None, SimpleNamespace(connections=set()), {"edge": edge})
+        self.transport.protocol = self.conn
         self.conn.connection_made(self.transport)  # type: ignore[arg-type]
         self.conn.data_received(UPGRADE.replace(b"/ws", b"/ws" + query.encode(), 1))
         head, _, rest = bytes(self.transport.out).partition(b"\r\n\r\n")
@@ -212,6 +231,29 @@ async def test_resume_frames_are_chunked_under_max_frame_bytes(make_edge: Any) -
     assert all(m["op"] == "msgs" for m in msgs) and len(msgs) > 1
     assert all(len(p) <= 1024 for p in frames)
     assert [m["offset"] for f in msgs for m in f["msgs"]] == list(range(1, 31))
+
+
+async def test_a_long_replay_goes_out_a_page_at_a_time_as_the_socket_drains(
+    make_edge: Any,
+) -> None:
+    """Old code wrote the whole replay into the write buffer at once."""
+    edge = await make_edge(send_buffer_bytes=4096)
+    await publish(edge, "hist.big", 200, "z" * 200)
+    peer = Peer(edge)
+    peer.transport.hold = True  # the client reads nothing for now
+    peer.send({"op": "subscribe", "id": 1, "topic": "hist.big", "since": 0})
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert 0 < len(peer.transport.out) < 16 * 1024  # one page, not ~60 KB of replay
+    await publish(edge, "hist.big", 5, "live")  # arrives while the replay is under way
+    for _ in range(100):  # the client reads, a page goes out, and so on
+        peer.transport.drain()
+        await asyncio.sleep(0)
+    await peer.settle()
+    replies = peer.replies()
+    assert replies[0]["op"] == "subscribed" and replies[0]["recovered"] is True
+    offsets = [m["offset"] for r in replies[1:] for m in r["msgs"]]
+    assert offsets == list(range(1, 206))  # in order, no gap, no duplicate
 
 
 # ---- filter cost (issue 9) ---------------------------------------------------------
