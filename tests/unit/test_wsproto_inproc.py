@@ -112,11 +112,12 @@ class Peer:
         return [json.loads(p) for op, p in self.frames() if op == 0x1]
 
     async def settle(self) -> None:
-        """Let every spawned command finish."""
-        for _ in range(1000):
+        """Let every spawned command finish (queue commands touch a real store)."""
+        deadline = time.monotonic() + 5000 * MS
+        while time.monotonic() < deadline:
             if not self.conn._tasks and not getattr(self.conn, "_queue", None):
                 return
-            await asyncio.sleep(0)
+            await asyncio.sleep(0 if not self.conn._tasks else MS)
         raise AssertionError("commands did not finish")
 
 
