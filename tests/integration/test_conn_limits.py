@@ -198,7 +198,7 @@ def read_for(client: RawClient, seconds: float) -> list[tuple[int, bytes]]:
 
 
 def test_peer_that_never_pongs_is_pinged_while_it_talks_and_dropped_once_silent() -> None:
-    s = HeraldServer(env={"HERALD_PING_INTERVAL": "0.5", "HERALD_PING_TIMEOUT": "0.5"}).start()
+    s = HeraldServer(env={"HERALD_PING_INTERVAL": "0.5", "HERALD_PING_TIMEOUT": "1"}).start()
     try:
         client = RawClient(s.port)
         pings = 0
