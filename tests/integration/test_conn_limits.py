@@ -252,7 +252,7 @@ async def test_connection_ends_4401_at_exp_unless_refreshed(auth_server: HeraldS
 
 
 def test_command_flood_is_rate_limited_then_closed_1008() -> None:
-    s = HeraldServer(env={"HERALD_WS_COMMAND_RATE": "1", "HERALD_WS_COMMAND_BURST": "5"}).start()
+    s = HeraldServer(env={"HERALD_WS_COMMAND_RATE": "0.01", "HERALD_WS_COMMAND_BURST": "5"}).start()
     try:
         client = RawClient(s.port)
         for i in range(40):
