@@ -177,6 +177,40 @@ async def test_commands_take_effect_in_order_on_redis(redis_server: RedisServer)
         s.stop()
 
 
+async def test_a_replay_of_many_pages_on_redis_is_whole_and_in_order(
+    redis_server: RedisServer,
+) -> None:
+    """A 64 KiB send buffer makes 100 messages of 20 KB a replay of several pages."""
+    s = HeraldServer(
+        env={
+            "HERALD_ENGINE": "redis",
+            "HERALD_REDIS_URL": redis_server.url,
+            "HERALD_SEND_BUFFER_BYTES": "65536",
+            "HERALD_HISTORY": json.dumps([{"pattern": "hist.>", "size": 1000}]),
+        }
+    ).start()
+    try:
+        async with httpx.AsyncClient(timeout=30) as c:
+            body = {"messages": [{"topic": "hist.r", "data": "r" * 20_000} for _ in range(100)]}
+            assert (await c.post(s.http + "/v1/publish/batch", json=body)).status_code == 202
+        ws = await connect(s.ws, max_size=None)
+        await ws.send(json.dumps({"op": "subscribe", "id": 1, "topic": "hist.r", "since": 0}))
+        reply = await recv_json(ws)
+        assert reply["op"] == "subscribed" and reply["recovered"] is True
+        offsets: list[int] = []
+        while len(offsets) < 100:
+            frame = await recv_json(ws)
+            assert frame["op"] == "msgs", frame
+            offsets += [m["offset"] for m in frame["msgs"]]
+        assert offsets == list(range(1, 101))
+        async with httpx.AsyncClient() as c:
+            await c.post(s.http + "/v1/publish", json={"topic": "hist.r", "data": "live"})
+        assert [m["offset"] for m in (await recv_op(ws, "msgs"))["msgs"]] == [101]
+        await ws.close()
+    finally:
+        s.stop()
+
+
 # ---- keep-alive never depends on a pong ----------------------------------------------
 
 
