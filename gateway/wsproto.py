@@ -65,9 +65,11 @@ CLOSE_GRACE_S = 5.0  # how long a closing peer may stall before it is aborted
 
 # Commands of one connection take effect in order (SPEC §4): while an async command
 # runs, later ones wait in a queue. Past MAX_PENDING queued the socket stops being
-# read; past MAX_QUEUED (only reachable inside one read) it is closed 1008.
+# read, so the queue holds at most what one read brings: a 256 KiB read of the
+# smallest commands (8 bytes each) is 32,768 of them. MAX_QUEUED is the safety net
+# past that (a transport reading more at once): close 1008.
 MAX_PENDING = 64
-MAX_QUEUED = 4096
+MAX_QUEUED = 32_768
 # Publishes and acks may overlap (they do not change what this socket receives), up
 # to this many at once; then they queue like any other command.
 MAX_INFLIGHT = 64

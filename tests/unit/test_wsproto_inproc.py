@@ -19,7 +19,7 @@ from fanout.node import Node
 from gateway.app import make_queues
 from gateway.commands import HANDLERS
 from gateway.edge import Edge
-from gateway.wsproto import MAX_PENDING, ConnState, HeraldWebSocket
+from gateway.wsproto import MAX_PENDING, MAX_QUEUED, ConnState, HeraldWebSocket
 from procs import MS
 from shared.config import HistoryRule, Settings
 from shared.filters import MATCH_ALL
@@ -215,6 +215,18 @@ async def test_a_long_command_queue_stops_reading(make_edge: Any) -> None:
     assert not peer.transport.reading
     peer.conn.resume_writing()
     assert len(peer.replies()) == MAX_PENDING + 5 and peer.transport.reading
+
+
+async def test_one_read_may_queue_many_commands_but_not_without_bound(make_edge: Any) -> None:
+    peer = Peer(await make_edge())
+    peer.conn.pause_writing()
+    peer.send(*({"op": "ping", "id": i} for i in range(5000)))  # one read, pipelined
+    assert close_code(peer.frames()) is None
+    peer.conn.resume_writing()
+    assert len(peer.replies()) == 5000
+    peer.conn.pause_writing()
+    peer.send(*({"op": "ping"} for _ in range(MAX_QUEUED + 1)))
+    assert close_code(peer.frames()) == 1008
 
 
 # ---- one builder of msgs frames (issue 10) -----------------------------------------
