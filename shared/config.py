@@ -122,12 +122,15 @@ class Settings(BaseSettings):
 
     def command_rate(self) -> tuple[float, int] | None:
         """(rate, burst) of the per-connection WebSocket command limit, or None (off)."""
-        rate = self.ws_command_rate
+        return self._limit(self.ws_command_rate, self.ws_command_burst)
+
+    def _limit(self, rate: float | None, burst: int | None) -> tuple[float, int] | None:
+        # A rate limit is on by default, except in dev mode; 0 turns it off.
         if rate is None:
             rate = 1000.0 if self.auth_enabled else 0.0
         if rate == 0:
             return None
-        return rate, self.ws_command_burst or max(1, int(rate * 2))
+        return rate, burst or max(1, int(rate * 2))
 
     def history_rule(self, topic: str) -> HistoryRule | None:
         """The first history rule whose pattern matches `topic` (SPEC §6)."""
@@ -150,9 +153,4 @@ class Settings(BaseSettings):
 
     def publish_rate(self) -> tuple[float, int] | None:
         """(rate, burst) of the HTTP publish limit per caller, or None (off)."""
-        rate = self.http_publish_rate
-        if rate is None:
-            rate = 1000.0 if self.auth_enabled else 0.0
-        if rate == 0:
-            return None
-        return rate, self.http_publish_burst or max(1, int(rate * 2))
+        return self._limit(self.http_publish_rate, self.http_publish_burst)
