@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.keepalive import KeepAlive
+from shared.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from fanout.node import Node
@@ -35,6 +36,13 @@ class Edge:
         self.connections_total = 0
         node.connection_count = lambda: self.connection_count
         self.background: set[asyncio.Task[None]] = set()
+        self._command_rate = settings.command_rate()
+
+    def command_bucket(self) -> TokenBucket | None:
+        """A fresh per-connection command limiter, or None when limits are off."""
+        if self._command_rate is None:
+            return None
+        return TokenBucket(*self._command_rate)
 
     def start(self) -> None:
         self.keepalive.start()
