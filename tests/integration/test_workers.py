@@ -40,6 +40,7 @@ async def test_two_workers_deliver_across_processes(redis: RedisServer) -> None:
             got = await collect(ws, 5)
             assert [m["data"] for m in got] == [0, 1, 2, 3, 4]
             await ws.close()
+        assert s.proc is not None
         pids = subprocess.run(["pgrep", "-P", str(s.proc.pid)], capture_output=True,
                               text=True).stdout.split()
         assert len(pids) >= 2  # the supervisor's worker processes

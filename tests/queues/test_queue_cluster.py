@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from queue_helpers import FakeClock, make_service
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis_harness import RedisClusterServers
 
@@ -50,7 +51,10 @@ async def csvc(shared_redis_cluster: RedisClusterServers, tmp_path: Path, clock:
 
 
 def node_of(svc: RedisQueueService, name: str) -> str:
-    node = svc._redis.get_node_from_key(svc.keys.queue(name)[0])
+    cluster = svc._redis
+    assert isinstance(cluster, RedisCluster)
+    node = cluster.get_node_from_key(svc.keys.queue(name)[0])
+    assert node is not None
     return str(node.name)
 
 

@@ -179,7 +179,7 @@ async def test_redis_interrupted_dead_letter_move_finishes_once(
         assert await svc.receive("work") == []
         monkeypatch.setattr(svc, "_drain", real_drain)
         outbox = svc.keys.queue("work")[OUTBOX]
-        pending = await svc._redis.hgetall(outbox)  # in neither queue, but not lost
+        pending: dict[Any, Any] = await svc._redis.hgetall(outbox)  # in neither queue, but not lost
         assert len(pending) == 1
         assert (await svc.get("work"))["visible"] == 0 and (await svc.get("dlq"))["visible"] == 0
 
