@@ -19,7 +19,7 @@ from fanout.memory import MemoryBackplane
 from fanout.message import Message
 from fanout.redis import keys
 from fanout.redis.backplane import RedisBackplane
-from procs import RedisServer
+from procs import MS, RedisServer, until
 from shared.config import HistoryRule
 from shared.errors import BackplaneUnavailable
 
@@ -40,13 +40,6 @@ async def backplane(shared_redis: RedisServer) -> AsyncIterator[RedisBackplane]:
 
 def channels(redis: RedisServer) -> set[bytes]:
     return {c.encode() for c in redis.cli("PUBSUB", "CHANNELS").splitlines() if c}
-
-
-async def until(check: object, what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out: {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_history_matches_memory_engine(backplane: RedisBackplane) -> None:
@@ -138,7 +131,7 @@ async def test_flapping_and_concurrent_interest_converges(
             if r.random() < 0.3:
                 await asyncio.sleep(0)
             if r.random() < 0.05:
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(2 * MS)
 
     await asyncio.gather(*(churn(rnd.randrange(1 << 30)) for _ in range(8)))
     wanted = {keys.interest_channel(p) for p, n in counts.items() if n} | {keys.CONTROL_CHANNEL}
@@ -163,7 +156,7 @@ async def test_concurrent_first_watchers_each_get_one_copy(
         msgs = [PublishItem(Message.build("c.t", f"m{i}", 1, i, None)) for i in range(5)]
         await backplane.publish(msgs)
         await until(lambda: len(got) >= 5, "delivery")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(100 * MS)  # the other two copies would have arrived by now
         # Three channels carry each message to this pod; the hub sees it once.
         assert [m.id for m in got] == [f"m{i}" for i in range(5)]
         assert other.stats()["duplicates_dropped"] == 10
@@ -236,7 +229,7 @@ async def test_background_loops_end_when_a_wakeup_races_the_cancel(
     (which awaits every loop) hung: seen as a flaky test teardown after interest churn.
     """
     (registry,) = [t for t in backplane._tasks if t.get_name() == "herald-redis-registry"]
-    await asyncio.sleep(0.05)  # parked, waiting for a wake-up or the next heartbeat
+    await asyncio.sleep(50 * MS)  # parked, waiting for a wake-up or the next heartbeat
     backplane._wake_registry.set()
     registry.cancel()
     await asyncio.wait({registry}, timeout=2.0)
