@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from fanout.message import Message
 from fanout.queues import QueueService
 from fanout.queues import service as service_module
 from fanout.queues.redis_store import RedisQueueService
-from procs import HeraldServer, RedisServer
+from procs import MS, HeraldServer, RedisServer, until
 from wsclient import collect, connect, subscribe
 
 
@@ -78,13 +78,6 @@ async def drain(svc: QueueService, name: str) -> list[Any]:
     if msgs:
         await svc.ack(name, [m["receipt"] for m in msgs])
     return [m["body"] for m in msgs]
-
-
-async def eventually(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 # ---- detection and key layout -------------------------------------------------------------
@@ -179,13 +172,13 @@ async def test_fanout_to_queues_on_every_node_and_lost_scripts(
 
 async def listening(svc: RedisQueueService, cluster: RedisClusterServers) -> None:
     """Until `svc`'s wake-up listener hears a PUBLISH made on any node."""
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 5000 * MS
     for i in range(1000):
         assert time.monotonic() < deadline, "the wake-up listener is not back"
         event = svc._events.setdefault("probe", asyncio.Event())
         cluster.nodes[i % len(cluster.nodes)].cli("PUBLISH", svc.keys.wake_channel("probe"), "1")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), 0.1)
+            await asyncio.wait_for(event.wait(), 100 * MS)
             return
 
 
@@ -209,7 +202,7 @@ async def test_wakeups_and_subscription_changes_cross_nodes_and_listener_reconne
         async def wake_each() -> None:
             for q in queues:
                 async def send_later(q: str = q) -> None:
-                    await asyncio.sleep(0.1)
+                    await asyncio.sleep(100 * MS)
                     await a.send(q, {"body": q})
 
                 sender = asyncio.create_task(send_later())
@@ -217,7 +210,7 @@ async def test_wakeups_and_subscription_changes_cross_nodes_and_listener_reconne
                 msgs = await b.receive(q, wait=5)
                 await sender
                 assert [m["body"] for m in msgs] == [q]
-                assert time.monotonic() - started < 2
+                assert time.monotonic() - started < 2000 * MS
 
         await wake_each()
         # Every listener loses its node connection and comes back (same or another node).
@@ -226,7 +219,7 @@ async def test_wakeups_and_subscription_changes_cross_nodes_and_listener_reconne
         await wake_each()
 
         await a.create_subscription("news.>", queues[0], None)
-        await eventually(lambda: bool(b._subs), "b hears of the new subscription")
+        await until(lambda: bool(b._subs), "b hears of the new subscription")
         await b.on_publish([order(1, "news.x")])
         assert [x["id"] for x in await drain(a, queues[0])] == ["m1"]
     finally:
@@ -243,10 +236,10 @@ async def test_herald_serve_on_cluster(shared_redis_cluster: RedisClusterServers
                                "HERALD_REDIS_URL": shared_redis_cluster.url}).start()
     try:
         async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 10_000 * MS
             while (r := await http.get("/readyz")).status_code != 200:
                 assert time.monotonic() < deadline, (r.text, server.output())
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(100 * MS)
             assert r.json()["queues"] is True
             q = f"e2e{uuid.uuid4().hex[:6]}"
             assert (await http.put(f"/v1/queues/{q}")).status_code == 200
