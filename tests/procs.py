@@ -10,7 +10,10 @@ import asyncio
 import inspect
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
 
 from loadtest.procs import (
     PY,
@@ -34,6 +37,7 @@ __all__ = [
     "HeraldServer",
     "RedisServer",
     "free_port",
+    "herald_fixture",
     "redis_binary",
     "running",
     "spawn",
@@ -65,3 +69,20 @@ async def until(check: Callable[[], object | Awaitable[object]], what: str = "th
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
         await asyncio.sleep(every)
+
+
+def herald_fixture(env: dict[str, str] | None = None, *, clean_log: bool = False) -> Any:
+    """A module-scoped pytest fixture: one `herald serve` with `env`, stopped by PID after
+    the module. With `clean_log`, its log must then hold no traceback.
+
+    Assign it to the fixture's name in the test module: `auth_server = herald_fixture(...)`.
+    """
+
+    @pytest.fixture(scope="module")
+    def fixture() -> Iterator[HeraldServer]:
+        with running(s := HeraldServer(env=dict(env or {}))):
+            yield s
+        if clean_log:
+            assert "Traceback" not in s.output()
+
+    return fixture

@@ -6,14 +6,13 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import Iterator
 
 import httpx
 import jwt
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from procs import MS, HeraldServer, until
+from procs import MS, HeraldServer, herald_fixture, until
 from wsclient import (
     RawClient,
     assert_silent,
@@ -31,20 +30,10 @@ SECRET = "integration-secret-of-at-least-32-bytes"
 API_KEY = "test-api-key"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[HeraldServer]:
-    s = HeraldServer(env={"HERALD_SEND_BUFFER_BYTES": "65536"}).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def auth_server() -> Iterator[HeraldServer]:
-    s = HeraldServer(
-        env={"HERALD_JWT_SECRET": SECRET, "HERALD_API_KEYS": API_KEY, "HERALD_AUTH_TIMEOUT": "1"}
-    ).start()
-    yield s
-    s.stop()
+server = herald_fixture({"HERALD_SEND_BUFFER_BYTES": "65536"})
+auth_server = herald_fixture(
+    {"HERALD_JWT_SECRET": SECRET, "HERALD_API_KEYS": API_KEY, "HERALD_AUTH_TIMEOUT": "1"}
+)
 
 
 def token(**claims: object) -> str:
