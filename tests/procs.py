@@ -36,6 +36,7 @@ __all__ = [
     "SCALE",
     "HeraldServer",
     "RedisServer",
+    "after",
     "free_port",
     "herald_fixture",
     "redis_binary",
@@ -86,3 +87,14 @@ def herald_fixture(env: dict[str, str] | None = None, *, clean_log: bool = False
             assert "Traceback" not in s.output()
 
     return fixture
+
+
+def after(delay: float, call: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
+    """Run `call()` in a task once `delay` seconds have passed (e.g. a send that must
+    wake a waiting receive); await the task to see its result or error."""
+
+    async def run() -> Any:
+        await asyncio.sleep(delay)
+        return await call()
+
+    return asyncio.create_task(run())

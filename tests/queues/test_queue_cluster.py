@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -28,7 +29,7 @@ from fanout.message import Message
 from fanout.queues import QueueService
 from fanout.queues import service as service_module
 from fanout.queues.redis_store import RedisQueueService
-from procs import MS, HeraldServer, RedisServer, until
+from procs import MS, HeraldServer, RedisServer, after, until
 from wsclient import collect, connect, subscribe
 
 
@@ -201,11 +202,7 @@ async def test_wakeups_and_subscription_changes_cross_nodes_and_listener_reconne
 
         async def wake_each() -> None:
             for q in queues:
-                async def send_later(q: str = q) -> None:
-                    await asyncio.sleep(100 * MS)
-                    await a.send(q, {"body": q})
-
-                sender = asyncio.create_task(send_later())
+                sender = after(100 * MS, functools.partial(a.send, q, {"body": q}))
                 started = time.monotonic()
                 msgs = await b.receive(q, wait=5)
                 await sender

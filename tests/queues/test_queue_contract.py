@@ -10,7 +10,7 @@ import pytest
 from queue_helpers import FakeClock
 
 from fanout.queues import QueueService
-from procs import MS
+from procs import MS, after
 from shared.errors import (
     InvalidRequest,
     PayloadTooLarge,
@@ -371,11 +371,7 @@ async def test_fifo_dead_letter_unblocks_group(svc: QueueService, clock: FakeClo
 async def test_long_poll_wakes_on_send(svc: QueueService) -> None:
     await svc.create_or_update("jobs", {})
 
-    async def send_later() -> None:
-        await asyncio.sleep(100 * MS)
-        await svc.send("jobs", {"body": "hi"})
-
-    sender = asyncio.create_task(send_later())
+    sender = after(100 * MS, lambda: svc.send("jobs", {"body": "hi"}))
     started = time.monotonic()
     msgs = await svc.receive("jobs", wait=5)
     elapsed = time.monotonic() - started

@@ -13,7 +13,7 @@ from queue_helpers import FakeClock, make_service
 
 from fanout.message import Message
 from fanout.queues import QueueConsumer, QueueService
-from procs import MS, RedisServer, until
+from procs import MS, RedisServer, after, until
 from shared.errors import InvalidFilter, InvalidTopic, NotFound, QueueFull, QueueNotFound
 
 POLICIES: dict[str, dict[str, Any]] = {
@@ -185,11 +185,7 @@ async def test_redis_processes_share_wakeups_and_subscriptions(
         await a.create_or_update("jobs", {})
         await asyncio.sleep(100 * MS)  # let both listeners subscribe
 
-        async def send_later() -> None:
-            await asyncio.sleep(100 * MS)
-            await a.send("jobs", {"body": "from a"})
-
-        sender = asyncio.create_task(send_later())
+        sender = after(100 * MS, lambda: a.send("jobs", {"body": "from a"}))
         started = time.monotonic()
         msgs = await b.receive("jobs", wait=5)
         await sender

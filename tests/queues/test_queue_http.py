@@ -6,7 +6,6 @@ holding only `queues` and `auth`, and the error rendering of SPEC §5.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -28,7 +27,7 @@ from typer.testing import CliRunner
 from fanout.queues import QueueService
 from gateway.queue_cli import queue_app
 from gateway.queues_api import router
-from procs import MS, free_port
+from procs import MS, after, free_port
 from shared.auth import Authenticator
 from shared.errors import HeraldError
 
@@ -170,11 +169,7 @@ async def test_subscription_routes(http: httpx.AsyncClient) -> None:
 async def test_http_long_poll_returns_on_send(http: httpx.AsyncClient) -> None:
     await http.put("/v1/queues/jobs")
 
-    async def send_later() -> None:
-        await asyncio.sleep(100 * MS)
-        await http.post("/v1/queues/jobs/messages", json={"body": "hi"})
-
-    sender = asyncio.create_task(send_later())
+    sender = after(100 * MS, lambda: http.post("/v1/queues/jobs/messages", json={"body": "hi"}))
     started = time.monotonic()
     r = await http.post("/v1/queues/jobs/receive", json={"wait": 5})
     await sender
