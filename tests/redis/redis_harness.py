@@ -127,7 +127,7 @@ async def ws_connect(server: HeraldServer) -> ClientConnection:
 async def ws_subscribe(ws: ClientConnection, topic: str, **fields: Any) -> dict[str, Any]:
     await ws.send(json.dumps({"op": "subscribe", "id": 1, "topic": topic, **fields}))
     while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10_000 * MS))
         if frame.get("op") == "subscribed":
             return dict(frame)
         if frame.get("op") == "error":

@@ -115,7 +115,7 @@ async def test_resume_beyond_history_is_not_recovered(pods: Pods) -> None:
     # Inside the kept window it recovers; with another epoch it does not.
     ok = await ws_subscribe(ws, f"{topic}", since=16, epoch=first["epoch"], batch_ms=1)
     assert ok["recovered"] is True
-    frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    frame = json.loads(await asyncio.wait_for(ws.recv(), 5000 * MS))
     assert [m["offset"] for m in frame["msgs"]] == [17, 18, 19, 20]
     other = await ws_subscribe(ws, topic, since=16, epoch="not-it", batch_ms=2)
     assert other["recovered"] is False
