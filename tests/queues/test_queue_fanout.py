@@ -183,7 +183,12 @@ async def test_redis_processes_share_wakeups_and_subscriptions(
     await b.start()
     try:
         await a.create_or_update("jobs", {})
-        await asyncio.sleep(100 * MS)  # let both listeners subscribe
+        # Each listener SUBSCRIBEs the change channel right after PSUBSCRIBE to the wake-ups.
+        channel = a.keys.subscriptions_channel
+        await until(
+            lambda: shared_redis.cli("PUBSUB", "NUMSUB", channel).split()[-1] == "2",
+            "both listeners subscribed",
+        )
 
         sender = after(100 * MS, lambda: a.send("jobs", {"body": "from a"}))
         started = time.monotonic()
