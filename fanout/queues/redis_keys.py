@@ -70,34 +70,20 @@ class RedisKeys:
         self.cluster = cluster
         # The global keys: one slot on a cluster, the historical names elsewhere.
         self._global = f"{namespace}:{{{namespace}:global}}" if cluster else namespace
+        # Fixed for the namespace: plain attributes, computed once.
+        self.registry = f"{self._global}:queues"
+        self.subscriptions = f"{self._global}:subs"
+        self.subscriptions_version = f"{self._global}:subs:version"
+        self.subscriptions_channel = f"{namespace}:subs:changed"
+        self.wake_pattern = f"{namespace}:wake:*"
 
     def queue(self, name: str) -> list[str]:
         """The keys of one queue, in the order the Lua scripts unpack them."""
         tag = "{q:" + name + "}"
         return [f"{self.ns}:{tag}:{part}" for part in QUEUE_PARTS]
 
-    @property
-    def registry(self) -> str:
-        return f"{self._global}:queues"
-
-    @property
-    def subscriptions(self) -> str:
-        return f"{self._global}:subs"
-
-    @property
-    def subscriptions_version(self) -> str:
-        return f"{self._global}:subs:version"
-
-    @property
-    def subscriptions_channel(self) -> str:
-        return f"{self.ns}:subs:changed"
-
     def wake_channel(self, name: str) -> str:
         return f"{self.ns}:wake:{name}"
-
-    @property
-    def wake_pattern(self) -> str:
-        return f"{self.ns}:wake:*"
 
     def queue_of_wake_channel(self, channel: str) -> str:
         return channel[len(self.ns) + len(":wake:") :]

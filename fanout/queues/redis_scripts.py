@@ -134,6 +134,13 @@ local function outbox_record(kind, dest, id, st, src)
   return cjson.encode({kind = kind, dest = dest, id = id, payload = redis.call('HGET', K_BODY, id),
     s = st.s, p = st.p, g = st.g, t = st.t, rc = st.rc, f = st.f, src = src, keep_src = st.src})
 end
+
+-- Hand a message to the outbox under `field` (it reaches `dest` after this script) and
+-- drop it from this queue; the record is read before the body is removed.
+local function move_to_outbox(field, kind, dest, id, st, src)
+  redis.call('HSET', K_OUTBOX, field, outbox_record(kind, dest, id, st, src))
+  remove_message(id, st)
+end
 """
 
 # ARGV[4..]: 7 per entry: id, payload, priority, delay ('' = queue default), group,
@@ -214,9 +221,7 @@ while n < max do
       -- Counted against the receive that would exceed the limit: the message leaves
       -- for the dead-letter queue (via the outbox) instead of being delivered.
       moved = moved + 1
-      redis.call('HSET', K_OUTBOX, base .. 'm' .. moved,
-                 outbox_record('dlq', dl.queue, id, st, queue))
-      remove_message(id, st)
+      move_to_outbox(base .. 'm' .. moved, 'dlq', dl.queue, id, st, queue)
     else
       n = n + 1
       st.rc = rc
@@ -366,9 +371,7 @@ for _, id in ipairs(ids) do
   local st = get_state(id)
   if st and st.src and not redis.call('ZSCORE', K_INFLIGHT, id) then
     moved = moved + 1
-    redis.call('HSET', K_OUTBOX, base .. 'r' .. moved,
-               outbox_record('redrive', st.src, id, st, nil))
-    remove_message(id, st)
+    move_to_outbox(base .. 'r' .. moved, 'redrive', st.src, id, st, nil)
   else
     skipped = skipped + 1
   end

@@ -100,6 +100,25 @@ INSERT INTO messages (queue, id, payload, priority, group_id, receive_count, sen
 VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?)"""
 
 
+def _insert_moved(
+    conn: sqlite3.Connection,
+    queue: str,
+    msg: tuple[Any, ...],
+    now: float,
+    retention: float,
+    source: str | None,
+) -> None:
+    """Insert a dead-lettered or redriven message into `queue`, visible at once.
+
+    `msg` is (id, payload, priority, group_id, sent_at); `source` is the queue it was
+    dead-lettered from (None once redriven).
+    """
+    msg_id, payload, prio, group, sent_at = msg
+    conn.execute(
+        _INSERT, (queue, msg_id, payload, prio, group, sent_at, now, now + retention, source)
+    )
+
+
 class SqliteQueueService(QueueService):
     """Queues in an embedded SQLite file (`data_dir/queues.db`)."""
 
@@ -396,20 +415,8 @@ class SqliteQueueService(QueueService):
                     ):
                         # Counted against the receive that would exceed the limit: the
                         # message moves instead of being delivered, in this transaction.
-                        conn.execute(
-                            _INSERT,
-                            (
-                                dlq.name,
-                                msg_id,
-                                payload,
-                                prio,
-                                group,
-                                sent_at,
-                                now,
-                                now + dlq.retention,
-                                name,
-                            ),
-                        )
+                        msg = (msg_id, payload, prio, group, sent_at)
+                        _insert_moved(conn, dlq.name, msg, now, dlq.retention, name)
                         conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
                         moved_now += 1
                         continue
@@ -552,20 +559,8 @@ class SqliteQueueService(QueueService):
                 if target is None:  # source deleted: the message stays dead-lettered
                     continue
                 conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
-                conn.execute(
-                    _INSERT,
-                    (
-                        source,
-                        msg_id,
-                        payload,
-                        prio,
-                        group,
-                        sent_at,
-                        now,
-                        now + target.retention,
-                        None,
-                    ),
-                )
+                msg = (msg_id, payload, prio, group, sent_at)
+                _insert_moved(conn, source, msg, now, target.retention, None)
                 woken.add(source)
                 moved += 1
             return moved

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from procs import ROOT, HeraldServer, stop_pid
+from procs import MS, ROOT, HeraldServer, stop_pid
 
 pytestmark = pytest.mark.integration
 
@@ -33,10 +33,10 @@ def test_tail_prints_filtered_messages_published_by_cli(server: HeraldServer) ->
 
 def _run_tail(server: HeraldServer, tail: subprocess.Popen[str]) -> str:
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 15_000 * MS
         while httpx.get(server.http + "/v1/stats").json()["subscriptions"] < 1:
             assert time.monotonic() < deadline, "tail never subscribed"
-            time.sleep(0.05)
+            time.sleep(50 * MS)
         for gid, data in [("2", "skip"), ("1", '{"home": 1}'), ("1", "plain text")]:
             out = subprocess.run(
                 herald("publish", "game.x.score", data, "--attr", f"gameId={gid}",

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from procs import HeraldServer, RedisServer
+from procs import MS, HeraldServer, RedisServer
 from wsclient import connect, recv_json, subscribe
 
 pytestmark = pytest.mark.integration
@@ -80,7 +80,7 @@ async def test_sigterm_clients_reconnect_to_other_pod_and_resume(
     events = [asyncio.Event() for _ in range(3)]
     followers = [asyncio.create_task(client(a, b, e)) for e in events]
     for e in events:
-        await asyncio.wait_for(e.wait(), 10)
+        await asyncio.wait_for(e.wait(), 10_000 * MS)
     async with httpx.AsyncClient() as http:
         for i in range(N):
             # Publishes go to the surviving pod, as a load balancer would send them.
@@ -89,8 +89,8 @@ async def test_sigterm_clients_reconnect_to_other_pod_and_resume(
             if i == N // 3:
                 assert a.proc is not None
                 a.proc.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.01)
-    results = await asyncio.wait_for(asyncio.gather(*followers), 60)
+            await asyncio.sleep(10 * MS)
+    results = await asyncio.wait_for(asyncio.gather(*followers), 60_000 * MS)
     for seen in results:
         assert seen == list(range(N))
     assert a.proc is not None and await asyncio.to_thread(a.proc.wait, 15) is not None

@@ -6,14 +6,13 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import Iterator
 
 import httpx
 import jwt
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from procs import MS, HeraldServer
+from procs import MS, HeraldServer, herald_fixture, until
 from wsclient import (
     RawClient,
     assert_silent,
@@ -31,20 +30,10 @@ SECRET = "integration-secret-of-at-least-32-bytes"
 API_KEY = "test-api-key"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[HeraldServer]:
-    s = HeraldServer(env={"HERALD_SEND_BUFFER_BYTES": "65536"}).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def auth_server() -> Iterator[HeraldServer]:
-    s = HeraldServer(
-        env={"HERALD_JWT_SECRET": SECRET, "HERALD_API_KEYS": API_KEY, "HERALD_AUTH_TIMEOUT": "1"}
-    ).start()
-    yield s
-    s.stop()
+server = herald_fixture({"HERALD_SEND_BUFFER_BYTES": "65536"})
+auth_server = herald_fixture(
+    {"HERALD_JWT_SECRET": SECRET, "HERALD_API_KEYS": API_KEY, "HERALD_AUTH_TIMEOUT": "1"}
+)
 
 
 def token(**claims: object) -> str:
@@ -249,7 +238,7 @@ async def test_stalled_socket_does_not_delay_others_and_is_told_lagged(
     stalled.send_json({"op": "subscribe", "id": 1, "topic": "slow.t"})
     fast = await connect(server.ws, max_size=None)
     await subscribe(fast, "slow.t")
-    await asyncio.sleep(0.2)
+    await until(lambda: stats(server)["subscriptions"] >= 2, "the stalled socket subscribed")
     before = stats(server)["messages_dropped"]
     n = 150
     flood = asyncio.create_task(_flood(server.http, "slow.t", n, 60_000))
@@ -275,7 +264,7 @@ async def test_disconnect_policy_closes_stalled_socket_1013() -> None:
         stalled.send_json({"op": "subscribe", "id": 1, "topic": "slow.t"})
         fast = await connect(s.ws, max_size=None)
         await subscribe(fast, "slow.t")
-        await asyncio.sleep(0.2)
+        await until(lambda: stats(s)["subscriptions"] == 2, "the stalled socket subscribed")
         n = 150
         flood = asyncio.create_task(_flood(s.http, "slow.t", n, 60_000))
         got = await collect(fast, n, timeout=30)
@@ -356,7 +345,8 @@ async def test_keepalive_closes_dead_peer_and_keeps_live_one() -> None:
     try:
         live = await connect(s.ws, ping_interval=None)  # the library answers pings itself
         dead = RawClient(s.port)  # never reads, never answers
-        await asyncio.sleep(3)
+        await until(lambda: stats(s)["connections"] == 2, "both connected")
+        await until(lambda: stats(s)["connections"] == 1, "the dead peer closed")
         frames = await asyncio.to_thread(dead.read_frames, 1.0)
         assert any(op == 0x9 for op, _ in frames)  # it was pinged
         assert stats(s)["connections"] == 1

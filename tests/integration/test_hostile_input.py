@@ -11,7 +11,7 @@ import jwt
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from procs import HeraldServer
+from procs import HeraldServer, herald_fixture
 from wsclient import collect, connect, recv_json, subscribe
 
 pytestmark = pytest.mark.integration
@@ -20,12 +20,7 @@ JSON = {"content-type": "application/json"}
 SECRET = "hostile-input-secret-of-at-least-32-bytes"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[HeraldServer]:
-    s = HeraldServer().start()
-    yield s
-    s.stop()
-    assert "Traceback" not in s.output()
+server = herald_fixture(clean_log=True)
 
 
 @pytest.fixture
@@ -217,11 +212,7 @@ async def test_chunked_body_over_the_limit_is_413(http: httpx.AsyncClient) -> No
         assert r.json()["error"]["code"] == "payload_too_large"
 
 
-@pytest.fixture(scope="module")
-def auth_server() -> Iterator[HeraldServer]:
-    s = HeraldServer(env={"HERALD_JWT_SECRET": SECRET}).start()
-    yield s
-    s.stop()
+auth_server = herald_fixture({"HERALD_JWT_SECRET": SECRET})
 
 
 @pytest.mark.parametrize("admin", ["false", "true", 1])
@@ -241,17 +232,14 @@ async def test_admin_claim_must_be_a_json_boolean(auth_server: HeraldServer, adm
     assert ws.close_code == 4401
 
 
-@pytest.fixture(scope="module")
-def limited_server() -> Iterator[HeraldServer]:
-    # One token per 100 s: the test never waits for a refill.
-    env = {
+# One token per 100 s: the test never waits for a refill.
+limited_server = herald_fixture(
+    {
         "HERALD_API_KEYS": "key-a,key-b",
         "HERALD_HTTP_PUBLISH_RATE": "0.01",
         "HERALD_HTTP_PUBLISH_BURST": "3",
     }
-    s = HeraldServer(env=env).start()
-    yield s
-    s.stop()
+)
 
 
 async def test_http_publish_rate_limit_per_api_key(limited_server: HeraldServer) -> None:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from loadtest.loadclient import LoadClient
-from procs import PY, HeraldServer
+from procs import MS, PY, HeraldServer
 
 pytestmark = pytest.mark.integration
 
@@ -28,13 +28,13 @@ def client(server: HeraldServer) -> Iterator[LoadClient]:
         c.stop()
 
 
-def wait_msgs(client: LoadClient, want: int, timeout: float = 10.0) -> dict[str, int]:
+def wait_msgs(client: LoadClient, want: int, timeout: float = 10_000 * MS) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while True:
         st = client.call("stats")
         if st["msgs"] >= want or time.monotonic() > deadline:
             return st
-        time.sleep(0.02)
+        time.sleep(20 * MS)
 
 
 def test_counts_every_delivered_message_and_frame(server: HeraldServer, client: LoadClient) -> None:

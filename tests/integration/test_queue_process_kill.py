@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from procs import HeraldServer, RedisServer
+from procs import MS, HeraldServer, RedisServer
 from wsclient import connect, recv_op
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ async def test_sigkill_with_unacked_messages_redelivers_after_restart(
         await ws.send(json.dumps({"op": "consume", "id": 1, "queue": "work", "prefetch": 5}))
         ws_jobs = [await recv_op(ws, "job") for _ in range(5)]
         first.kill()
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(100 * MS)
     finally:
         first.kill()
     second = HeraldServer(env=engine_env, data_dir=first.data_dir, port=first.port).start()

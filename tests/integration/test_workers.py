@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from procs import ROOT, HeraldServer, RedisServer
+from procs import MS, ROOT, HeraldServer, RedisServer
 from wsclient import collect, connect, subscribe
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,7 @@ async def test_two_workers_deliver_across_processes(redis: RedisServer) -> None:
         clients = [await connect(s.ws) for _ in range(8)]
         for ws in clients:
             await subscribe(ws, "w.t")
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(300 * MS)  # both workers' Redis subscriptions are in place
         async with httpx.AsyncClient() as c:
             for i in range(5):
                 assert (await c.post(f"{s.http}/v1/publish",
@@ -40,6 +40,7 @@ async def test_two_workers_deliver_across_processes(redis: RedisServer) -> None:
             got = await collect(ws, 5)
             assert [m["data"] for m in got] == [0, 1, 2, 3, 4]
             await ws.close()
+        assert s.proc is not None
         pids = subprocess.run(["pgrep", "-P", str(s.proc.pid)], capture_output=True,
                               text=True).stdout.split()
         assert len(pids) >= 2  # the supervisor's worker processes

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from queue_helpers import FakeClock, make_service
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis_harness import RedisClusterServers
 
@@ -27,7 +29,7 @@ from fanout.message import Message
 from fanout.queues import QueueService
 from fanout.queues import service as service_module
 from fanout.queues.redis_store import RedisQueueService
-from procs import HeraldServer, RedisServer
+from procs import MS, HeraldServer, RedisServer, after, until
 from wsclient import collect, connect, subscribe
 
 
@@ -50,7 +52,10 @@ async def csvc(shared_redis_cluster: RedisClusterServers, tmp_path: Path, clock:
 
 
 def node_of(svc: RedisQueueService, name: str) -> str:
-    node = svc._redis.get_node_from_key(svc.keys.queue(name)[0])
+    cluster = svc._redis
+    assert isinstance(cluster, RedisCluster)
+    node = cluster.get_node_from_key(svc.keys.queue(name)[0])
+    assert node is not None
     return str(node.name)
 
 
@@ -74,13 +79,6 @@ async def drain(svc: QueueService, name: str) -> list[Any]:
     if msgs:
         await svc.ack(name, [m["receipt"] for m in msgs])
     return [m["body"] for m in msgs]
-
-
-async def eventually(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 # ---- detection and key layout -------------------------------------------------------------
@@ -175,13 +173,13 @@ async def test_fanout_to_queues_on_every_node_and_lost_scripts(
 
 async def listening(svc: RedisQueueService, cluster: RedisClusterServers) -> None:
     """Until `svc`'s wake-up listener hears a PUBLISH made on any node."""
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 5000 * MS
     for i in range(1000):
         assert time.monotonic() < deadline, "the wake-up listener is not back"
         event = svc._events.setdefault("probe", asyncio.Event())
         cluster.nodes[i % len(cluster.nodes)].cli("PUBLISH", svc.keys.wake_channel("probe"), "1")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), 0.1)
+            await asyncio.wait_for(event.wait(), 100 * MS)
             return
 
 
@@ -204,16 +202,12 @@ async def test_wakeups_and_subscription_changes_cross_nodes_and_listener_reconne
 
         async def wake_each() -> None:
             for q in queues:
-                async def send_later(q: str = q) -> None:
-                    await asyncio.sleep(0.1)
-                    await a.send(q, {"body": q})
-
-                sender = asyncio.create_task(send_later())
+                sender = after(100 * MS, functools.partial(a.send, q, {"body": q}))
                 started = time.monotonic()
                 msgs = await b.receive(q, wait=5)
                 await sender
                 assert [m["body"] for m in msgs] == [q]
-                assert time.monotonic() - started < 2
+                assert time.monotonic() - started < 2000 * MS
 
         await wake_each()
         # Every listener loses its node connection and comes back (same or another node).
@@ -222,7 +216,7 @@ async def test_wakeups_and_subscription_changes_cross_nodes_and_listener_reconne
         await wake_each()
 
         await a.create_subscription("news.>", queues[0], None)
-        await eventually(lambda: bool(b._subs), "b hears of the new subscription")
+        await until(lambda: bool(b._subs), "b hears of the new subscription")
         await b.on_publish([order(1, "news.x")])
         assert [x["id"] for x in await drain(a, queues[0])] == ["m1"]
     finally:
@@ -239,10 +233,10 @@ async def test_herald_serve_on_cluster(shared_redis_cluster: RedisClusterServers
                                "HERALD_REDIS_URL": shared_redis_cluster.url}).start()
     try:
         async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 10_000 * MS
             while (r := await http.get("/readyz")).status_code != 200:
                 assert time.monotonic() < deadline, (r.text, server.output())
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(100 * MS)
             assert r.json()["queues"] is True
             q = f"e2e{uuid.uuid4().hex[:6]}"
             assert (await http.put(f"/v1/queues/{q}")).status_code == 200

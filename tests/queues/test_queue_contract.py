@@ -10,6 +10,7 @@ import pytest
 from queue_helpers import FakeClock
 
 from fanout.queues import QueueService
+from procs import MS, after
 from shared.errors import (
     InvalidRequest,
     PayloadTooLarge,
@@ -370,30 +371,26 @@ async def test_fifo_dead_letter_unblocks_group(svc: QueueService, clock: FakeClo
 async def test_long_poll_wakes_on_send(svc: QueueService) -> None:
     await svc.create_or_update("jobs", {})
 
-    async def send_later() -> None:
-        await asyncio.sleep(0.1)
-        await svc.send("jobs", {"body": "hi"})
-
-    sender = asyncio.create_task(send_later())
+    sender = after(100 * MS, lambda: svc.send("jobs", {"body": "hi"}))
     started = time.monotonic()
     msgs = await svc.receive("jobs", wait=5)
     elapsed = time.monotonic() - started
     await sender
     assert [m["body"] for m in msgs] == ["hi"]
-    assert elapsed < 2
+    assert elapsed < 2000 * MS
 
 
 async def test_long_poll_times_out_empty(svc: QueueService) -> None:
     await svc.create_or_update("jobs", {})
     started = time.monotonic()
-    assert await svc.receive("jobs", wait=0.3) == []
-    assert 0.25 <= time.monotonic() - started < 2
+    assert await svc.receive("jobs", wait=300 * MS) == []
+    assert 250 * MS <= time.monotonic() - started < 2000 * MS
 
 
 async def test_cancelled_receive_releases_what_it_claimed(svc: QueueService) -> None:
     await svc.create_or_update("jobs", {})
     waiter = asyncio.create_task(svc.receive("jobs", wait=5))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(50 * MS)  # parked in its long poll
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter

@@ -16,7 +16,7 @@ import pytest
 from queue_helpers import FakeClock, make_service
 
 from fanout.queues import QueueService
-from procs import ROOT, RedisServer
+from procs import MS, ROOT, RedisServer
 from shared.errors import StoreUnavailable
 
 T = TypeVar("T")
@@ -96,7 +96,7 @@ async def test_sqlite_writer_killed_mid_way_loses_nothing(tmp_path: Path) -> Non
         await svc.close()
 
 
-async def retry(call: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
+async def retry(call: Callable[[], Awaitable[T]], timeout: float = 10_000 * MS) -> T:
     """Retry through the 503s of the first calls after Redis comes back."""
     deadline = time.monotonic() + timeout
     while True:
@@ -105,7 +105,7 @@ async def retry(call: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
         except StoreUnavailable:
             if time.monotonic() > deadline:
                 raise
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(50 * MS)
 
 
 @pytest.mark.integration
@@ -179,7 +179,7 @@ async def test_redis_interrupted_dead_letter_move_finishes_once(
         assert await svc.receive("work") == []
         monkeypatch.setattr(svc, "_drain", real_drain)
         outbox = svc.keys.queue("work")[OUTBOX]
-        pending = await svc._redis.hgetall(outbox)  # in neither queue, but not lost
+        pending: dict[Any, Any] = await svc._redis.hgetall(outbox)  # in neither queue, but not lost
         assert len(pending) == 1
         assert (await svc.get("work"))["visible"] == 0 and (await svc.get("dlq"))["visible"] == 0
 

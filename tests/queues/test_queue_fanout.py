@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from queue_helpers import FakeClock, make_service
 
 from fanout.message import Message
 from fanout.queues import QueueConsumer, QueueService
-from procs import RedisServer
+from procs import MS, RedisServer, after, until
 from shared.errors import InvalidFilter, InvalidTopic, NotFound, QueueFull, QueueNotFound
 
 POLICIES: dict[str, dict[str, Any]] = {
@@ -29,13 +28,6 @@ async def drain(svc: QueueService, name: str) -> list[dict[str, Any]]:
     if msgs:
         await svc.ack(name, [m["receipt"] for m in msgs])
     return msgs
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 def order(n: int, topic: str, **attrs: Any) -> Message:
@@ -131,8 +123,8 @@ async def test_consumer_prefetch_and_release_on_close(svc: QueueService, clock: 
                              send_job=jobs.append)
     await consumer.start()
     try:
-        await eventually(lambda: len(jobs) == 3)
-        await asyncio.sleep(0.2)
+        await until(lambda: len(jobs) == 3)
+        await asyncio.sleep(200 * MS)  # a fourth job would have come by now
         assert len(jobs) == 3 and consumer.outstanding == 3
         assert jobs[0] | {"receipt": "", "msg_id": "", "sent_at": 0} == {
             "op": "job", "queue": "jobs", "receipt": "", "msg_id": "", "body": 0,
@@ -141,9 +133,9 @@ async def test_consumer_prefetch_and_release_on_close(svc: QueueService, clock: 
         assert consumer.owns(jobs[0]["receipt"])
         [res] = await consumer.ack([jobs[0]["receipt"]])
         assert res["ok"] is True
-        await eventually(lambda: len(jobs) == 4)
+        await until(lambda: len(jobs) == 4)
         await consumer.nack(jobs[1]["receipt"])
-        await eventually(lambda: len(jobs) == 5)
+        await until(lambda: len(jobs) == 5)
         await consumer.extend(jobs[2]["receipt"], 600)
         assert (await svc.get("jobs"))["in_flight"] == 3
     finally:
@@ -165,9 +157,9 @@ async def test_consumer_frees_slot_when_visibility_runs_out(svc: QueueService,
     consumer = QueueConsumer(svc, "jobs", 1, 10, jobs.append)
     await consumer.start()
     try:
-        await eventually(lambda: len(jobs) == 1)
+        await until(lambda: len(jobs) == 1)
         clock.advance(11)  # the client never acked: the job is no longer ours
-        await eventually(lambda: len(jobs) == 2)
+        await until(lambda: len(jobs) == 2)
         assert consumer.outstanding == 1
     finally:
         await consumer.close()
@@ -191,21 +183,22 @@ async def test_redis_processes_share_wakeups_and_subscriptions(
     await b.start()
     try:
         await a.create_or_update("jobs", {})
-        await asyncio.sleep(0.1)  # let both listeners subscribe
+        # Each listener SUBSCRIBEs the change channel right after PSUBSCRIBE to the wake-ups.
+        channel = a.keys.subscriptions_channel
+        await until(
+            lambda: shared_redis.cli("PUBSUB", "NUMSUB", channel).split()[-1] == "2",
+            "both listeners subscribed",
+        )
 
-        async def send_later() -> None:
-            await asyncio.sleep(0.1)
-            await a.send("jobs", {"body": "from a"})
-
-        sender = asyncio.create_task(send_later())
+        sender = after(100 * MS, lambda: a.send("jobs", {"body": "from a"}))
         started = time.monotonic()
         msgs = await b.receive("jobs", wait=5)
         await sender
         assert [m["body"] for m in msgs] == ["from a"]
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 2000 * MS
 
         await a.create_subscription("news.>", "jobs", None)
-        await asyncio.sleep(0.2)  # the change is announced on pub/sub
+        await until(lambda: bool(b._subs), "b hears of the new subscription")
         await b.on_publish([order(1, "news.x")])
         assert [m["body"]["id"] for m in await drain(a, "jobs")] == ["m1"]
     finally:

@@ -9,6 +9,7 @@ import pytest
 
 from fanout.message import Message
 from fanout.queues import QueueConsumer, QueueService
+from procs import MS
 from shared.errors import InvalidRequest
 
 
@@ -60,7 +61,7 @@ async def test_an_unsendable_job_does_not_spin_the_consumer(svc: QueueService) -
     consumer = QueueConsumer(svc, "stuck", 5, None, send_job)
     await consumer.start()
     try:
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(300 * MS)  # a consumer spinning on the job would retry by now
     finally:
         await consumer.close()
     assert attempts == 1

@@ -6,7 +6,6 @@ holding only `queues` and `auth`, and the error rendering of SPEC §5.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -28,7 +27,7 @@ from typer.testing import CliRunner
 from fanout.queues import QueueService
 from gateway.queue_cli import queue_app
 from gateway.queues_api import router
-from procs import free_port
+from procs import MS, after, free_port
 from shared.auth import Authenticator
 from shared.errors import HeraldError
 
@@ -170,16 +169,12 @@ async def test_subscription_routes(http: httpx.AsyncClient) -> None:
 async def test_http_long_poll_returns_on_send(http: httpx.AsyncClient) -> None:
     await http.put("/v1/queues/jobs")
 
-    async def send_later() -> None:
-        await asyncio.sleep(0.1)
-        await http.post("/v1/queues/jobs/messages", json={"body": "hi"})
-
-    sender = asyncio.create_task(send_later())
+    sender = after(100 * MS, lambda: http.post("/v1/queues/jobs/messages", json={"body": "hi"}))
     started = time.monotonic()
     r = await http.post("/v1/queues/jobs/receive", json={"wait": 5})
     await sender
     assert [m["body"] for m in r.json()["messages"]] == ["hi"]
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 2000 * MS
 
 
 async def test_openapi_documents_queue_bodies(http: httpx.AsyncClient) -> None:
@@ -203,10 +198,10 @@ def server_url(tmp_path: Path) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 10_000 * MS
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
+        time.sleep(20 * MS)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -19,7 +19,7 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from procs import HeraldServer, RedisServer, free_port
+from procs import MS, HeraldServer, RedisServer, free_port, until
 
 
 @dataclass
@@ -64,11 +64,11 @@ class RedisClusterServers:
                 capture_output=True,
                 timeout=30,
             )
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 20_000 * MS
             while time.monotonic() < deadline:
                 if all("cluster_state:ok" in n.cli("CLUSTER", "INFO") for n in self.nodes):
                     return self
-                time.sleep(0.1)
+                time.sleep(100 * MS)
             raise TimeoutError("the Redis Cluster did not reach cluster_state:ok")
         except BaseException:
             self.stop()
@@ -127,7 +127,7 @@ async def ws_connect(server: HeraldServer) -> ClientConnection:
 async def ws_subscribe(ws: ClientConnection, topic: str, **fields: Any) -> dict[str, Any]:
     await ws.send(json.dumps({"op": "subscribe", "id": 1, "topic": topic, **fields}))
     while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10_000 * MS))
         if frame.get("op") == "subscribed":
             return dict(frame)
         if frame.get("op") == "error":
@@ -154,10 +154,10 @@ class Inbox:
     def data(self, key: str = "n") -> list[Any]:
         return [m["data"][key] for m in self.msgs if isinstance(m.get("data"), dict)]
 
-    async def wait_for(self, n: int, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.msgs) < n and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+    async def wait_for(self, n: int, timeout: float = 10_000 * MS) -> None:
+        # No failure here: the caller's assertion on the messages says what is missing.
+        with contextlib.suppress(AssertionError):
+            await until(lambda: len(self.msgs) >= n, f"{n} messages", timeout)
 
     async def close(self) -> None:
         self._task.cancel()

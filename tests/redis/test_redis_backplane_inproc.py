@@ -19,7 +19,7 @@ from fanout.memory import MemoryBackplane
 from fanout.message import Message
 from fanout.redis import keys
 from fanout.redis.backplane import RedisBackplane
-from procs import RedisServer
+from procs import MS, RedisServer, until
 from shared.config import HistoryRule
 from shared.errors import BackplaneUnavailable
 
@@ -38,15 +38,22 @@ async def backplane(shared_redis: RedisServer) -> AsyncIterator[RedisBackplane]:
         await bp.close()
 
 
+@pytest.fixture
+async def other_pod(
+    backplane: RedisBackplane, shared_redis: RedisServer
+) -> AsyncIterator[tuple[RedisBackplane, list[Message]]]:
+    """A second pod on the same Redis (after `backplane`), and the messages it delivers."""
+    got: list[Message] = []
+    other = RedisBackplane(shared_redis.url)
+    await other.start(got.extend)
+    try:
+        yield other, got
+    finally:
+        await other.close()
+
+
 def channels(redis: RedisServer) -> set[bytes]:
     return {c.encode() for c in redis.cli("PUBSUB", "CHANNELS").splitlines() if c}
-
-
-async def until(check: object, what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out: {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_history_matches_memory_engine(backplane: RedisBackplane) -> None:
@@ -138,7 +145,7 @@ async def test_flapping_and_concurrent_interest_converges(
             if r.random() < 0.3:
                 await asyncio.sleep(0)
             if r.random() < 0.05:
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(2 * MS)
 
     await asyncio.gather(*(churn(rnd.randrange(1 << 30)) for _ in range(8)))
     wanted = {keys.interest_channel(p) for p, n in counts.items() if n} | {keys.CONTROL_CHANNEL}
@@ -147,28 +154,25 @@ async def test_flapping_and_concurrent_interest_converges(
 
 
 async def test_concurrent_first_watchers_each_get_one_copy(
-    backplane: RedisBackplane, shared_redis: RedisServer
+    backplane: RedisBackplane,
+    shared_redis: RedisServer,
+    other_pod: tuple[RedisBackplane, list[Message]],
 ) -> None:
-    got: list[Message] = []
-    other = RedisBackplane(shared_redis.url)
-    await other.start(got.extend)
-    try:
-        for _ in range(10):
-            other.watch("c.t")
-        other.watch("c.*")
-        other.watch("*.t")
-        ch = keys.topic_channel("c.t")
-        await until(lambda: ch in channels(shared_redis), "subscribed")
-        await until(lambda: {"c", ""} <= backplane._registry.prefixes, "prefixes known")
-        msgs = [PublishItem(Message.build("c.t", f"m{i}", 1, i, None)) for i in range(5)]
-        await backplane.publish(msgs)
-        await until(lambda: len(got) >= 5, "delivery")
-        await asyncio.sleep(0.1)
-        # Three channels carry each message to this pod; the hub sees it once.
-        assert [m.id for m in got] == [f"m{i}" for i in range(5)]
-        assert other.stats()["duplicates_dropped"] == 10
-    finally:
-        await other.close()
+    other, got = other_pod
+    for _ in range(10):
+        other.watch("c.t")
+    other.watch("c.*")
+    other.watch("*.t")
+    ch = keys.topic_channel("c.t")
+    await until(lambda: ch in channels(shared_redis), "subscribed")
+    await until(lambda: {"c", ""} <= backplane._registry.prefixes, "prefixes known")
+    msgs = [PublishItem(Message.build("c.t", f"m{i}", 1, i, None)) for i in range(5)]
+    await backplane.publish(msgs)
+    await until(lambda: len(got) >= 5, "delivery")
+    await asyncio.sleep(100 * MS)  # the other two copies would have arrived by now
+    # Three channels carry each message to this pod; the hub sees it once.
+    assert [m.id for m in got] == [f"m{i}" for i in range(5)]
+    assert other.stats()["duplicates_dropped"] == 10
 
 
 async def test_subscriptions_restored_after_restart(redis_server: RedisServer) -> None:
@@ -204,26 +208,21 @@ async def test_subscriptions_restored_after_restart(redis_server: RedisServer) -
 
 
 async def test_live_means_no_message_is_missed(
-    backplane: RedisBackplane, shared_redis: RedisServer
+    backplane: RedisBackplane, other_pod: tuple[RedisBackplane, list[Message]]
 ) -> None:
     """After `live(pattern)` a publish from another pod reaches the new subscriber."""
-    got: list[Message] = []
-    other = RedisBackplane(shared_redis.url)
-    await other.start(got.extend)
-    try:
-        for n in range(20):  # fresh topics: each one a first subscriber
-            other.watch(f"live.{n}")
-            assert await other.live(f"live.{n}")
-            await backplane.publish([PublishItem(Message.build(f"live.{n}", "m", 1, n, None))])
-        other.watch("wild.*")
-        assert await other.live("wild.*")
-        await until(lambda: "wild" in backplane._registry.prefixes, "the notice arrived")
-        await backplane.publish([PublishItem(Message.build("wild.x", "w", 1, 0, None))])
-        await until(lambda: len(got) == 21, "every message")
-        assert [m.topic for m in got] == [f"live.{n}" for n in range(20)] + ["wild.x"]
-        assert not await other.live("never.watched", wait_s=0.01)
-    finally:
-        await other.close()
+    other, got = other_pod
+    for n in range(20):  # fresh topics: each one a first subscriber
+        other.watch(f"live.{n}")
+        assert await other.live(f"live.{n}")
+        await backplane.publish([PublishItem(Message.build(f"live.{n}", "m", 1, n, None))])
+    other.watch("wild.*")
+    assert await other.live("wild.*")
+    await until(lambda: "wild" in backplane._registry.prefixes, "the notice arrived")
+    await backplane.publish([PublishItem(Message.build("wild.x", "w", 1, 0, None))])
+    await until(lambda: len(got) == 21, "every message")
+    assert [m.topic for m in got] == [f"live.{n}" for n in range(20)] + ["wild.x"]
+    assert not await other.live("never.watched", wait_s=10 * MS)
 
 
 async def test_background_loops_end_when_a_wakeup_races_the_cancel(
@@ -236,7 +235,7 @@ async def test_background_loops_end_when_a_wakeup_races_the_cancel(
     (which awaits every loop) hung: seen as a flaky test teardown after interest churn.
     """
     (registry,) = [t for t in backplane._tasks if t.get_name() == "herald-redis-registry"]
-    await asyncio.sleep(0.05)  # parked, waiting for a wake-up or the next heartbeat
+    await asyncio.sleep(50 * MS)  # parked, waiting for a wake-up or the next heartbeat
     backplane._wake_registry.set()
     registry.cancel()
     await asyncio.wait({registry}, timeout=2.0)

@@ -7,6 +7,7 @@ so this is tested with a real SIGKILL and no restart of the gateway processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from redis_harness import Inbox, herald_pods, publish, started, stats, ws_connect, ws_subscribe
 
-from procs import HeraldServer, RedisServer
+from procs import MS, HeraldServer, RedisServer, until
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +57,7 @@ async def _window_traffic(
             assert r.status_code in (202, 503), r.text
             if r.status_code == 202:
                 accepted[topic].add((name, n))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(10 * MS)
     return accepted
 
 
@@ -78,10 +79,10 @@ async def test_redis_killed_and_restarted(redis_server: RedisServer) -> None:
         exact, wild, kept_in = Inbox(exact_ws), Inbox(wild_ws), Inbox(kept_ws)
         async with httpx.AsyncClient(timeout=5) as client:
             # Healthy: a publish on pod a reaches both subscribers on pod b.
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 5000 * MS
             while not (exact.msgs and wild.msgs) and time.monotonic() < deadline:
                 assert (await publish(client, a, "fo.one", {"n": -1})).status_code == 202
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(100 * MS)
             assert exact.msgs and wild.msgs
             r = await publish(client, a, "kept.one", {"n": 0})
             assert r.json()["offset"] == 1
@@ -91,8 +92,8 @@ async def test_redis_killed_and_restarted(redis_server: RedisServer) -> None:
             killed = time.monotonic()
             for pod in (a, b):
                 while await _ready(client, pod.http) != 503:
-                    assert time.monotonic() - killed < 2.0, "readyz still 200 after 2 s"
-                    await asyncio.sleep(0.05)
+                    assert time.monotonic() - killed < 2000 * MS, "readyz still 200 after 2 s"
+                    await asyncio.sleep(50 * MS)
             unready_in = time.monotonic() - killed
             r = await publish(client, a, "fo.one", {"n": -2})
             assert r.status_code == 503
@@ -100,7 +101,7 @@ async def test_redis_killed_and_restarted(redis_server: RedisServer) -> None:
             r = await publish(client, b, "kept.one", {"n": -2})
             assert r.status_code == 503
 
-            await asyncio.sleep(1.5)  # let the listeners back off a few times
+            await asyncio.sleep(1500 * MS)  # let the listeners back off a few times
             restarted = RedisServer(port=redis_server.port, dir=redis_server.dir).start()
             up = time.monotonic()
             stop = asyncio.Event()
@@ -110,38 +111,36 @@ async def test_redis_killed_and_restarted(redis_server: RedisServer) -> None:
                 before = (len(exact.msgs), len(wild.msgs))
                 n = 0
                 while len(exact.msgs) == before[0] or len(wild.msgs) == before[1]:
-                    assert time.monotonic() - up < 5.0, "no delivery 5 s after Redis came back"
+                    assert time.monotonic() - up < 5000 * MS, "no delivery 5 s after Redis came back"
                     n += 1
                     r = await publish(client, a, "fo.one", {"n": n})
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(50 * MS)
                 recovered_in = time.monotonic() - up
                 for pod in (a, b):  # and both pods report ready again
                     while await _ready(client, pod.http) != 200:
-                        assert time.monotonic() - up < 5.0, "not ready 5 s after Redis came back"
-                        await asyncio.sleep(0.05)
-                await asyncio.sleep(0.3)
+                        assert time.monotonic() - up < 5000 * MS, "not ready 5 s after Redis came back"
+                        await asyncio.sleep(50 * MS)
+                await asyncio.sleep(300 * MS)  # traffic on the healthy pair
                 stop.set()
                 accepted = await traffic
-                print("ACCEPTED", sorted(accepted["fo.one"])[:5], len(accepted["fo.one"]), sorted(accepted["kept.one"])[:6], "EXACT", sorted(_sent(exact))[:5], "KEPT", sorted(_sent(kept_in))[:6])
                 assert accepted["fo.one"] and accepted["kept.one"]
                 # Every publish accepted after the restart reached pod b's subscribers:
                 # pod b refused publishes until its subscriptions were back (exact and
                 # wildcard), and replayed from history what pod a accepted meanwhile.
-                deadline = time.monotonic() + 5
-                while time.monotonic() < deadline and not (
-                    accepted["fo.one"] <= _sent(exact)
-                    and accepted["fo.one"] <= _sent(wild)
-                    and accepted["kept.one"] <= _sent(kept_in)
-                ):
-                    await asyncio.sleep(0.05)
+                with contextlib.suppress(AssertionError):  # the asserts below say what is missing
+                    await until(
+                        lambda: accepted["fo.one"] <= _sent(exact)
+                        and accepted["fo.one"] <= _sent(wild)
+                        and accepted["kept.one"] <= _sent(kept_in),
+                        "every accepted publish delivered",
+                    )
                 assert accepted["fo.one"] - _sent(exact) == set()
                 assert accepted["fo.one"] - _sent(wild) == set()
                 assert accepted["kept.one"] - _sent(kept_in) == set()
                 # Redis came back empty, so what kept.one published between pod b's
                 # last message and the outage is unknowable: pod b says so.
-                while not any(f.get("op") == "lagged" for f in kept_in.frames):
-                    assert time.monotonic() < deadline, "no lagged notice for kept.one"
-                    await asyncio.sleep(0.05)
+                await until(lambda: any(f.get("op") == "lagged" for f in kept_in.frames),
+                            "a lagged notice for kept.one")
                 st = (await stats(client, b))["backplane"]
                 assert st["reconnects"] >= 1
                 assert st["resubscribes"] >= 3  # fo.one, fo (prefix), kept.one (+ control)

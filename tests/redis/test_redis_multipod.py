@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from redis_harness import (
     ws_subscribe,
 )
 
-from procs import HeraldServer, RedisServer
+from procs import MS, HeraldServer, RedisServer, until
 
 pytestmark = pytest.mark.integration
 
@@ -97,14 +96,6 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
             redis.stop()
 
 
-async def until(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 def topic_ch(topic: str) -> str:
     return f"herald:t:{{{topic}}}"
 
@@ -119,7 +110,7 @@ async def wait_prefixes(dep: Deployment, *prefixes: str) -> None:
         lambda: all(any(m.partition(":")[2] == p for m in dep.prefix_members()) for p in prefixes),
         f"prefixes {prefixes} announced",
     )
-    await asyncio.sleep(0.3)  # the control notice travels right behind the ZADD
+    await asyncio.sleep(300 * MS)  # the control notice travels right behind the ZADD
 
 
 # (pod, pattern, filter, which messages it must get)
@@ -176,8 +167,8 @@ async def test_publishes_reach_every_matching_subscriber_once(deployment: Deploy
             sent.append((topic, attrs))
     expected = [[n for n, (t, a) in enumerate(sent) if want(t, a)] for _pod, _p, _f, want in specs]
     for inbox, exp in zip(inboxes, expected, strict=True):
-        await inbox.wait_for(len(exp), timeout=5)
-    await asyncio.sleep(0.3)  # anything extra (a duplicate) would arrive by now
+        await inbox.wait_for(len(exp), timeout=5000 * MS)
+    await asyncio.sleep(300 * MS)  # anything extra (a duplicate) would arrive by now
     for (pod, pattern, flt, _), inbox, exp in zip(specs, inboxes, expected, strict=True):
         assert exp, pattern
         assert inbox.data() == exp, f"pod {pod} {pattern} {flt}"
@@ -212,7 +203,7 @@ async def test_pod_without_interest_gets_no_traffic(deployment: Deployment) -> N
             assert r.status_code == 202
         await a.wait_for(10)
         await b.wait_for(10)
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(200 * MS)  # pod 2 would have counted a stray copy by now
         after = [(await stats(client, p))["backplane"]["messages_in"] for p in dep.pods]
     assert a.data() == list(range(10))
     assert b.data() == list(range(10))
@@ -276,6 +267,6 @@ async def test_history_topic_offsets_across_pods(deployment: Deployment) -> None
     assert hist["epoch"] == reply["epoch"]
     assert [m["offset"] for m in hist["messages"]] == [3, 4, 5, 6, 7]
     await inbox.wait_for(7)
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(200 * MS)  # a duplicate would have arrived by now
     assert [m["offset"] for m in inbox.msgs] == [1, 2, 3, 4, 5, 6, 7]
     await inbox.close()

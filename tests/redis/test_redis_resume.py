@@ -16,7 +16,7 @@ import httpx
 import pytest
 from redis_harness import Inbox, publish, started, ws_connect, ws_subscribe
 
-from procs import HeraldServer, RedisServer
+from procs import MS, HeraldServer, RedisServer, until
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ async def _publisher(client: httpx.AsyncClient, pod: HeraldServer, topic: str) -
         r = await publish(client, pod, topic, {"n": n})
         assert r.status_code == 202, r.text
         assert r.json()["offset"] == n
-        await asyncio.sleep(0.004)
+        await asyncio.sleep(4 * MS)
 
 
 async def test_resume_replays_every_missed_message_once(pods: Pods) -> None:
@@ -69,7 +69,7 @@ async def test_resume_replays_every_missed_message_once(pods: Pods) -> None:
         await inbox.wait_for(30)
         await inbox.close()  # disconnect mid-stream
         seen = [m["offset"] for m in inbox.msgs]
-        await asyncio.sleep(0.2)  # publishes keep coming meanwhile
+        await asyncio.sleep(200 * MS)  # publishes keep coming meanwhile
 
         ws = await ws_connect(pods.subscriber)
         await ws.send(
@@ -84,15 +84,14 @@ async def test_resume_replays_every_missed_message_once(pods: Pods) -> None:
             )
         )
         inbox = Inbox(ws)
-        while not any(f.get("op") == "subscribed" for f in inbox.frames):
-            await asyncio.sleep(0.01)
+        await until(lambda: any(f.get("op") == "subscribed" for f in inbox.frames), "the reply")
         reply = next(f for f in inbox.frames if f.get("op") == "subscribed")
         assert reply["recovered"] is True, reply
         assert reply["epoch"] == first["epoch"]
         assert not task.done(), "the publisher finished before the resume: test too slow"
         await task
         await inbox.wait_for(TOTAL - len(seen))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(200 * MS)  # a duplicate would have arrived by now
         await inbox.close()
     resumed = [m["offset"] for m in inbox.msgs]
     assert seen == list(range(1, len(seen) + 1))
@@ -116,7 +115,7 @@ async def test_resume_beyond_history_is_not_recovered(pods: Pods) -> None:
     # Inside the kept window it recovers; with another epoch it does not.
     ok = await ws_subscribe(ws, f"{topic}", since=16, epoch=first["epoch"], batch_ms=1)
     assert ok["recovered"] is True
-    frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    frame = json.loads(await asyncio.wait_for(ws.recv(), 5000 * MS))
     assert [m["offset"] for m in frame["msgs"]] == [17, 18, 19, 20]
     other = await ws_subscribe(ws, topic, since=16, epoch="not-it", batch_ms=2)
     assert other["recovered"] is False
