@@ -3,7 +3,7 @@
     HERALD_URL=http://localhost:8080 HERALD_API_KEY=... HERALD_QUEUE=jobs \
         python examples/worker.py
 
-It uses only Herald's HTTP queue API (SPEC §5) and httpx:
+It uses only Herald's HTTP queue API (docs/queues.md) and httpx:
 
     POST /v1/queues/{queue}/receive  {"max": 10, "wait": 20}
         -> {"messages": [{"id", "receipt", "body", "attributes", "receive_count", ...}]}
@@ -112,7 +112,7 @@ class Worker:
                 log.warning("ack of %s… failed: %s", receipt[:12], res["error"])
 
     async def nack(self, message: Message) -> None:
-        # Back off per attempt: 10 s, 20 s, 40 s ... capped at the SPEC's 900 s.
+        # Back off per attempt: 10 s, 20 s, 40 s ... capped at the 900 s visibility limit.
         attempt = int(message.get("receive_count") or 1)
         delay = min(900, 10 * 2 ** (attempt - 1))
         try:

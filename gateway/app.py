@@ -26,7 +26,7 @@ log = logging.getLogger("herald")
 
 
 def make_backplane(settings: Settings) -> Backplane:
-    """The engine's backplane, chosen at start-up (SPEC §6)."""
+    """The engine's backplane, chosen at start-up (HERALD_ENGINE)."""
     if settings.engine == "redis":
         from fanout.redis_backplane import RedisBackplane
 
@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.node = node
         app.state.edge = edge
         # Start-up objects (modules, the app, routes) never die: keep them out of every
-        # later full collection, which otherwise shows up as latency spikes (LESSONS).
+        # later full collection, which otherwise shows up as latency spikes.
         gc.collect()
         gc.freeze()
         log.info("herald ready: engine=%s", settings.engine)

@@ -1,4 +1,4 @@
-"""HTTP API for publishers and operators (SPEC §5): thin handlers over the node."""
+"""HTTP API for publishers and operators (docs/http-api.md): thin handlers over the node."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ Scalar = str | int | float | bool
 
 
 class PublishIn(BaseModel):
-    """One message (SPEC §2). `id` makes the publish idempotent for 5 minutes."""
+    """One message (docs/protocol.md, Messages). `id` makes the publish idempotent for 5 minutes."""
 
     topic: str = Field(examples=["game.12345.score"])
     data: Any = Field(default=None, examples=[{"home": 2, "away": 1}])

@@ -1,4 +1,4 @@
-"""`herald queue …`: durable queues from the shell, over the HTTP API (SPEC §5).
+"""`herald queue …`: durable queues from the shell, over the HTTP API (docs/queues.md).
 
 Every command prints the JSON answer on stdout; an error answer goes to stderr
 and the exit code is 1.

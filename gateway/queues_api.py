@@ -1,4 +1,4 @@
-"""HTTP API of durable queues and topic→queue subscriptions (SPEC §5).
+"""HTTP API of durable queues and topic→queue subscriptions (docs/queues.md, docs/http-api.md).
 
 Thin handlers: parse (pydantic models, so OpenAPI documents every body),
 authorize (`require_admin`), call the node's `QueueService`, return its dicts.

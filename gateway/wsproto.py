@@ -60,7 +60,7 @@ CLOSE_GRACE_S = 5.0  # how long a closing peer may stall before it is aborted
 
 _HANDSHAKE, _AUTH, _OPEN, _CLOSING, _CLOSED = range(5)
 _PING = frame(OP_PING, b"")
-# A client error that counts towards the 10-malformed-frames limit (SPEC §4).
+# A client error that counts towards the 10-malformed-frames limit (docs/protocol.md, Close codes).
 _BAD_INPUT = ("invalid_request", "invalid_topic", "invalid_filter", "payload_too_large")
 
 
@@ -237,7 +237,8 @@ class HeraldWebSocket(asyncio.Protocol):
                 self.close(CLOSE_UNAUTHORIZED, exc.message[:100])
                 return
         else:
-            # SPEC §4: the first frame may carry the token, within auth_timeout.
+            # The first frame may carry the token, within auth_timeout (docs/protocol.md,
+            # Authentication).
             self._state = _AUTH
             self._close_timer = self.edge.loop.call_later(
                 self.node.settings.auth_timeout, self._auth_timeout
@@ -310,7 +311,8 @@ class HeraldWebSocket(asyncio.Protocol):
             if self._state == _HANDSHAKE:
                 self.transport.close()
             return
-        # Jitter spreads the reconnect storm over the drain window (LESSONS).
+        # Jitter spreads the reconnect storm over the drain window instead of
+        # every client hitting the surviving pods in the same instant.
         spread = min(5000, int(self.node.settings.drain_timeout * 500))
         self.send({"op": "reconnect", "reason": "draining", "after_ms": random.randint(0, spread)})
         self.close(CLOSE_RESTART, "server restart")

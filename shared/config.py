@@ -1,4 +1,4 @@
-"""Settings from `HERALD_*` environment variables (SPEC §6).
+"""Settings from `HERALD_*` environment variables (README.md, Configuration).
 
 `herald serve` flags set the same fields, so a flag and its variable are one setting.
 """
@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         return bool(self.jwt_secret or self.jwt_public_key or self.api_keys)
 
     def history_rule(self, topic: str) -> HistoryRule | None:
-        """The first history rule whose pattern matches `topic` (SPEC §6)."""
+        """The first history rule whose pattern matches `topic` (docs/protocol.md)."""
         for rule in self.history:
             if pattern_matches(rule.pattern, topic):
                 return rule

@@ -71,7 +71,7 @@ worker = load_worker()
 
 
 class FakeQueueAPI:
-    """Just enough of POST /v1/queues/{name}/{receive,ack,nack} (SPEC §5)."""
+    """Just enough of POST /v1/queues/{name}/{receive,ack,nack} (docs/queues.md)."""
 
     def __init__(self, queue: str, bodies: list[Any]) -> None:
         self.queue = queue

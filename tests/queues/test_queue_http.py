@@ -1,7 +1,7 @@
 """The queue HTTP routes (gateway/queues_api.py) and `herald queue` CLI (gateway/queue_cli.py).
 
 The app here is a minimal stand-in for the real one: the queue router, a node
-holding only `queues` and `auth`, and the error rendering of SPEC §5.
+holding only `queues` and `auth`, and the error rendering of docs/http-api.md.
 """
 
 from __future__ import annotations
