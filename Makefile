@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+RUN_STAMP := $(VENV)/.run-stamp
 
-.PHONY: install run test lint typecheck unit redis-server loadtest bench bench-quick k8s-check clean
+.PHONY: install install-run run test lint typecheck unit redis-server chromium loadtest bench bench-quick k8s-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,9 +13,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# `make run` installs only what serving needs; `make install` adds the dev tools.
+$(RUN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
 install: $(STAMP)
 
-run: install
+install-run: $(RUN_STAMP)
+
+run: install-run
 	$(BIN)/herald serve
 
 # Integration tests start their own redis-server processes; install it where missing.
@@ -34,7 +44,14 @@ typecheck: install
 unit: install
 	$(BIN)/pytest -q tests/unit
 
-test: install redis-server lint typecheck
+# Browser tests (CORS, WebSocket Origin) drive Debian's chromium through Playwright.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (Debian package)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	  || { echo "could not install chromium" >&2; exit 1; }; }
+
+test: install redis-server chromium lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 loadtest: install

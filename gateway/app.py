@@ -11,15 +11,18 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fanout.backplane import Backplane
 from fanout.node import Node
+from fanout.queues import QueueService, open_queue_service
 from gateway.commands import HANDLERS
 from gateway.edge import Edge
 from gateway.http_api import router
+from gateway.queues_api import router as queues_router
 from gateway.responses import JSONBytes
-from shared.config import Settings
+from shared.config import Settings, redact
 from shared.errors import HeraldError, PayloadTooLarge
 
 log = logging.getLogger("herald")
@@ -36,11 +39,8 @@ def make_backplane(settings: Settings) -> Backplane:
     return MemoryBackplane()
 
 
-def make_queues(settings: Settings) -> Any:
-    try:
-        from fanout.queues import open_queue_service
-    except ImportError:  # queues not built into this tree
-        return None
+def make_queues(settings: Settings) -> QueueService:
+    """The durable queue store of the engine (SQLite for memory, Redis for redis)."""
     return open_queue_service(
         engine=settings.engine, data_dir=settings.data_dir, redis_url=settings.redis_url
     )
@@ -83,6 +83,73 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error as `{"error": {"code", "message", "details"?}}` (docs/http-api.md).
+
+    Validation errors answer 400 `invalid_request` (never FastAPI's 422), and a 503
+    carries `Retry-After`. Tests that mount one router on a bare app use this too.
+    """
+
+    async def herald_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HeraldError)
+        response = _error(exc.status, exc.code, exc.message, exc.details)
+        if exc.status in (429, 503):
+            response.headers["Retry-After"] = "1"
+        return response
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        details = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return _error(400, "invalid_request", _validation_message(request, details), details)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    app.add_exception_handler(HeraldError, herald_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+
+
+def _validation_message(request: Request, details: list[dict[str, Any]]) -> str:
+    """Name the missing header when a body was sent without `content-type: application/json`."""
+    given = request.scope.get("state", {}).get("content_type_given")
+    if given is not None and any(d["loc"][:1] == ["body"] for d in details):
+        return (
+            "request validation failed: send the body as JSON with 'content-type: application/json'"
+        )
+    return "request validation failed"
+
+
+_NOT_JSON = (b"", b"application/x-www-form-urlencoded", b"text/plain")
+
+
+class JsonBodies:
+    """Read API bodies as JSON whatever their content-type says (`curl -d` sends a form type).
+
+    A body that does not parse still answers 400, whose message then names the missing
+    `content-type: application/json` header (see `_validation_message`).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            given = dict(scope["headers"]).get(b"content-type", b"")
+            if given.split(b";")[0].strip().lower() in _NOT_JSON:
+                scope = dict(scope)
+                scope["headers"] = [*headers, (b"content-type", b"application/json")]
+                scope.setdefault("state", {})
+                scope["state"] = {**scope["state"], "content_type_given": given.decode("latin-1")}
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the engine starts in the lifespan (one per process)."""
     settings = settings or Settings()
@@ -99,7 +166,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # later full collection, which otherwise shows up as latency spikes.
         gc.collect()
         gc.freeze()
-        log.info("herald ready: engine=%s", settings.engine)
+        base = f"{settings.host}:{settings.port}"
+        store = (
+            f"data_dir={settings.data_dir.resolve()}"
+            if settings.engine == "memory"
+            else f"redis={redact(settings.redis_url)}"
+        )
+        # Logged once the lifespan is done: uvicorn listens on the bound socket next.
+        log.info(
+            "herald ready: engine=%s ws=ws://%s/ws docs=http://%s/docs %s",
+            settings.engine,
+            base,
+            base,
+            store,
+        )
         try:
             # uvicorn hands this state to the WebSocket protocol (`app_state`).
             yield {"edge": edge}
@@ -116,35 +196,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=JSONBytes,
     )
 
-    @app.exception_handler(HeraldError)
-    async def herald_error(request: Request, exc: HeraldError) -> JSONBytes:
-        headers = {"Retry-After": "1"} if exc.status == 503 else None
-        response = _error(exc.status, exc.code, exc.message, exc.details)
-        if headers:
-            response.headers.update(headers)
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONBytes:
-        details = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
-        ]
-        return _error(400, "invalid_request", "request validation failed", details)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONBytes:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail))
-
+    install_error_handlers(app)
     app.include_router(router)
-    try:
-        from gateway.queues_api import router as queues_router
-    except ImportError:
-        pass
-    else:
-        app.include_router(queues_router)
+    app.include_router(queues_router)
     # A batch of 500 messages at the size limit, plus JSON overhead.
     limit = max(settings.max_message_bytes * 501, 4 << 20)
+    app.add_middleware(JsonBodies)
     app.add_middleware(BodyLimit, limit=limit)
     return app
