@@ -10,6 +10,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,6 +22,8 @@ from fanout.queues import QueueService, open_queue_service
 from gateway.commands import HANDLERS
 from gateway.edge import Edge
 from gateway.http_api import router
+from gateway.metrics import RequestTimer, Telemetry
+from gateway.openapi import install_openapi
 from gateway.queues_api import router as queues_router
 from gateway.responses import JSONBytes
 from shared.config import Settings, redact
@@ -143,10 +147,9 @@ class JsonBodies:
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
             given = dict(scope["headers"]).get(b"content-type", b"")
             if given.split(b";")[0].strip().lower() in _NOT_JSON:
-                scope = dict(scope)
+                # In place: the request timer reads the matched route from this scope.
                 scope["headers"] = [*headers, (b"content-type", b"application/json")]
-                scope.setdefault("state", {})
-                scope["state"] = {**scope["state"], "content_type_given": given.decode("latin-1")}
+                scope.setdefault("state", {})["content_type_given"] = given.decode("latin-1")
         await self.app(scope, receive, send)
 
 
@@ -187,20 +190,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await edge.stop()
             await node.stop()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc come from the fastapi-offline wheel: /docs works offline.
+    app = FastAPIOffline(
         title="Herald",
         version="0.1.0",
         summary="Real-time WebSocket pub/sub gateway with a durable queue path.",
-        description="WebSocket clients connect to `GET /ws` (see the README for the protocol).",
+        description="The HTTP API. WebSocket clients connect to `GET /ws`; "
+        "the WebSocket protocol is in docs/protocol.md.",
         lifespan=lifespan,
         default_response_class=JSONBytes,
     )
-
+    app.state.telemetry = telemetry = Telemetry()
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(router)
     app.include_router(queues_router)
     # A batch of 500 messages at the size limit, plus JSON overhead.
     limit = max(settings.max_message_bytes * 501, 4 << 20)
+    # The last added is the outermost: every answer, even a 413, carries CORS headers.
     app.add_middleware(JsonBodies)
     app.add_middleware(BodyLimit, limit=limit)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.origins,
+        allow_credentials=True,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["Retry-After"],
+        max_age=600,
+    )
+    app.add_middleware(RequestTimer, telemetry=telemetry)
     return app

@@ -29,6 +29,7 @@ from fanout.framing import (
     frame,
     text_frame,
 )
+from gateway.origins import origin_allowed
 from gateway.wscodec import (
     MAX_HANDSHAKE_BYTES,
     FrameParser,
@@ -202,12 +203,19 @@ class HeraldWebSocket(asyncio.Protocol):
                 "Sec-WebSocket-Version: 13\r\n",
             )
             return
+        if not origin_allowed(hs.headers, self.node.settings.origins):
+            self._reject(
+                403, "Forbidden", "forbidden", "origin not allowed (HERALD_ALLOWED_ORIGINS)"
+            )
+            return
         if not self.node.ready():
+            # Say why: a draining pod and a lost backplane need different reactions.
+            draining = self.node.draining
             self._reject(
                 503,
                 "Service Unavailable",
-                "draining",
-                "not ready; reconnect elsewhere",
+                "draining" if draining else "backplane_unavailable",
+                "draining; reconnect elsewhere" if draining else "backplane unavailable; retry",
                 "Retry-After: 1\r\n",
             )
             return
