@@ -86,11 +86,12 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     doc["components"]["securitySchemes"] = SECURITY_SCHEMES
-    for path, item in doc["paths"].items():
+    for item in doc["paths"].values():
         for operation in item.values():
             operation["responses"].pop("422", None)
-            if path.startswith("/v1/"):
-                # Either scheme works on every /v1 route; auth off (dev mode) needs none.
+            if "401" in operation["responses"]:
+                # Either scheme works on every authenticated route; with auth off (dev
+                # mode) none is needed.
                 operation["security"] = [{"ApiKey": []}, {"BearerJWT": []}]
     return doc
 
