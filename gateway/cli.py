@@ -50,7 +50,7 @@ def _serve_flags() -> list[inspect.Parameter]:
         default = field.get_default(call_default_factory=True)
         shown = "none" if default in (None, [], {}) else str(default)
         option = typer.Option(
-            help=f"{field.description} (default: {shown}; env: {env})",
+            help=f"{field.description or name.replace('_', ' ')} (default: {shown}; env: {env})",
             metavar=name.split("_")[-1].upper(),
             show_default=False,
         )

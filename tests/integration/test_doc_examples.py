@@ -116,3 +116,22 @@ def test_no_path_leaves_the_repository(doc: Path) -> None:
         assert path.exists(), f"{doc.name}: {target} does not exist"
     for outside in ("../shared", "SPEC.md", "LESSONS.md", "SPEC §"):
         assert outside not in text, f"{doc.name} cites {outside}"
+
+
+def test_no_file_cites_documents_outside_the_repository() -> None:
+    """Comments and docs cite docs/ (protocol.md, http-api.md ...), never a file a clone lacks."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    pattern = re.compile(r"SPEC §|SPEC\.md|LESSONS|\.\./shared/")
+    offenders = []
+    for name in tracked:
+        path = ROOT / name
+        if name == "tests/integration/test_doc_examples.py" or not path.is_file():
+            continue
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        offenders += [f"{name}:{n}" for n, line in enumerate(text.splitlines(), 1)
+                      if pattern.search(line)]
+    assert not offenders, offenders
