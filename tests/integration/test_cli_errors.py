@@ -52,6 +52,10 @@ def test_bad_slow_consumer_flag_names_it() -> None:
     one_line_error(herald("serve", "--slow-consumer", "foo"), "--slow-consumer", "drop")
 
 
+def test_workers_need_the_redis_engine() -> None:
+    one_line_error(herald("serve", "--workers", "2"), "--workers", "HERALD_ENGINE=redis")
+
+
 def test_redis_down_names_the_url() -> None:
     url = f"redis://:secret@127.0.0.1:{free_port()}/0"
     line = one_line_error(herald("serve", "--engine", "redis", "--redis-url", url),
