@@ -94,7 +94,9 @@ def check_redis(settings: Settings) -> None:
     if settings.backplane_url:
         urls["--backplane-url / HERALD_BACKPLANE_URL"] = settings.backplane_url
     for flag, url in urls.items():
-        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+        # Any one node answers PING, so a Cluster URL is checked as a plain one.
+        plain = url.replace("+cluster://", "://", 1)
+        client = redis.Redis.from_url(plain, socket_connect_timeout=3, socket_timeout=3)
         try:
             client.ping()
         except (redis.RedisError, OSError, ValueError) as exc:

@@ -56,10 +56,11 @@ def test_workers_need_the_redis_engine() -> None:
     one_line_error(herald("serve", "--workers", "2"), "--workers", "HERALD_ENGINE=redis")
 
 
-def test_redis_down_names_the_url() -> None:
-    url = f"redis://:secret@127.0.0.1:{free_port()}/0"
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+def test_redis_down_names_the_url(scheme: str) -> None:
+    url = f"{scheme}://:secret@127.0.0.1:{free_port()}/0"
     line = one_line_error(herald("serve", "--engine", "redis", "--redis-url", url),
-                          "cannot reach Redis", "HERALD_REDIS_URL")
+                          "cannot reach Redis", "HERALD_REDIS_URL", "refused")
     assert "secret" not in line
 
 
