@@ -67,6 +67,15 @@ class PublishBatchOut(BaseModel):
     )
 
 
+class HistoryOut(BaseModel):
+    """A page of a topic's history; `recovered: false` when it no longer reaches `since`."""
+
+    epoch: str = Field(description="changes when the history was lost and restarted")
+    offset: int = Field(description="the topic's latest offset")
+    recovered: bool
+    messages: list[dict[str, Any]] = Field(description="envelopes, oldest first")
+
+
 class ReadyOut(BaseModel):
     ready: bool
     backplane: bool
@@ -142,7 +151,12 @@ async def publish_batch(body: PublishBatchIn, node: NodeDep, principal: Principa
     return JSONBytes({"results": [_result(o) for o in outcomes]}, status_code=202)
 
 
-@router.get("/v1/topics/{topic}/history", tags=["topics"], responses=errors(400, *AUTH, 503))
+@router.get(
+    "/v1/topics/{topic}/history",
+    tags=["topics"],
+    response_class=Response,
+    responses={200: {"model": HistoryOut, "description": "the page"}, **errors(400, *AUTH, 503)},
+)
 async def history(
     topic: str,
     node: NodeDep,
