@@ -105,6 +105,21 @@ def check_redis(settings: Settings) -> None:
             client.close()
 
 
+def check_data_dir(settings: Settings) -> None:
+    """Fail fast, in one line, when the memory engine cannot write its queue store."""
+    path = settings.data_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".herald-write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise StartupError(
+            f"cannot write the data directory {path} ({exc.strerror or exc}); "
+            "choose another with --data-dir / HERALD_DATA_DIR"
+        ) from None
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """Bind (not yet listen) the gateway's socket, so a taken port fails before start-up."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -136,6 +151,8 @@ def run(overrides: dict[str, Any]) -> None:
         raise StartupError("--workers / HERALD_WORKERS > 1 needs HERALD_ENGINE=redis")
     if settings.engine == "redis":
         check_redis(settings)
+    else:
+        check_data_dir(settings)
     sock = bind_socket(settings.host, settings.port)
     if settings.port == 0:
         settings = settings.model_copy(update={"port": sock.getsockname()[1]})

@@ -52,6 +52,13 @@ def test_bad_slow_consumer_flag_names_it() -> None:
     one_line_error(herald("serve", "--slow-consumer", "foo"), "--slow-consumer", "drop")
 
 
+def test_unwritable_data_dir_names_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    one_line_error(herald("serve", "--data-dir", str(blocker / "data")),
+                   str(blocker / "data"), "HERALD_DATA_DIR")
+
+
 def test_workers_need_the_redis_engine() -> None:
     one_line_error(herald("serve", "--workers", "2"), "--workers", "HERALD_ENGINE=redis")
 
