@@ -72,6 +72,8 @@ def test_json_without_content_type(server: HeraldServer) -> None:
     body = b'{"topic": "a.b", "data": 1}'
     form = {"content-type": "application/x-www-form-urlencoded"}  # what `curl -d` sends
     assert httpx.post(server.http + "/v1/publish", content=body, headers=form).status_code == 202
+    for other in ({}, {"content-type": "text/plain"}, {"content-type": "application/octet-stream"}):
+        assert httpx.post(server.http + "/v1/publish", content=body, headers=other).status_code == 202
     bad = httpx.post(server.http + "/v1/publish", content=b"topic=a.b", headers=form)
     assert bad.status_code == 400
     assert "content-type: application/json" in bad.json()["error"]["message"]
