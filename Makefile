@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 RUN_STAMP := $(VENV)/.run-stamp
 
-.PHONY: install install-run run test lint typecheck unit redis-server chromium loadtest bench bench-quick k8s-check clean
+.PHONY: install install-run run test lint typecheck unit redis-server chromium autobahn-venv loadtest bench bench-quick k8s-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,24 @@ $(RUN_STAMP): pyproject.toml
 	touch $(RUN_STAMP)
 
 install: $(STAMP)
+
+# Autobahn|Testsuite (tests/autobahn) runs on Python 2.7 only: pyenv's 2.7.18 gets a
+# venv of its own, built once. virtualenv is bootstrapped into a scratch folder so
+# the interpreter's own site-packages stay untouched.
+PY27 ?= $(HOME)/.pyenv/versions/2.7.18/bin/python
+AUTOBAHN_VENV := .autobahn-venv
+AUTOBAHN_STAMP := $(AUTOBAHN_VENV)/.installed-stamp
+
+$(AUTOBAHN_STAMP): tests/autobahn/requirements-py27.txt
+	@test -x $(PY27) || { echo "Python 2.7 not found at $(PY27): pyenv install 2.7.18, or set PY27=" >&2; exit 1; }
+	rm -rf $(AUTOBAHN_VENV) .autobahn-boot
+	$(PY27) -m pip install --quiet --disable-pip-version-check --target .autobahn-boot virtualenv==20.15.1
+	PYTHONPATH=.autobahn-boot $(PY27) -m virtualenv --quiet $(AUTOBAHN_VENV)
+	rm -rf .autobahn-boot
+	$(AUTOBAHN_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/autobahn/requirements-py27.txt
+	touch $@
+
+autobahn-venv: $(AUTOBAHN_STAMP)
 
 install-run: $(RUN_STAMP)
 
@@ -51,7 +69,7 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	  || { echo "could not install chromium" >&2; exit 1; }; }
 
-test: install redis-server chromium lint typecheck
+test: install redis-server chromium autobahn-venv lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 loadtest: install
@@ -67,4 +85,4 @@ k8s-check:
 	bash scripts/k8s-check.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data
+	rm -rf $(VENV) $(AUTOBAHN_VENV) .pytest_cache .mypy_cache .ruff_cache data

@@ -17,6 +17,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from gateway.app import create_app
+from gateway.httpproto import HeraldHttp
 from gateway.wsproto import HeraldWebSocket
 from shared.config import Settings, redact
 
@@ -55,7 +56,8 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         port=settings.port,
         ws=HeraldWebSocket,
         loop="uvloop",
-        http="httptools",
+        # httptools plus a request-head deadline and a cap on all open sockets.
+        http=HeraldHttp,
         lifespan="on",
         log_level=settings.log_level,
         log_config=log_config(settings.log_level),
@@ -68,7 +70,7 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def build_config(settings: Settings) -> uvicorn.Config:
-    """uvicorn settings: Herald's `ws=` class, uvloop, httptools, bounded drain."""
+    """uvicorn settings: Herald's `http=` and `ws=` classes, uvloop, bounded drain."""
     return uvicorn.Config(create_app(settings), **_uvicorn_options(settings))
 
 

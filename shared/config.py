@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         default=20.0, gt=0, description="s to wait for any frame after a ping"
     )
     auth_timeout: float = Field(default=5.0, gt=0, description="s allowed for a first-frame auth")
+    # Seconds a client has to send a complete request head (upgrade or HTTP); a
+    # socket that stays silent or half-sent is answered 408 and closed.
+    handshake_timeout: float = Field(
+        default=10.0, gt=0, description="s to send a complete request head (then 408)"
+    )
     send_buffer_bytes: int = Field(
         default=1 << 20, ge=1024, description="per-socket outbound buffer bound"
     )
