@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fanout.backplane import Backplane
 from fanout.node import Node
 from fanout.queues import QueueService, open_queue_service
+from gateway.client_js import router as client_js_router
 from gateway.commands import HANDLERS
 from gateway.edge import Edge
 from gateway.http_api import router
@@ -35,7 +36,7 @@ log = logging.getLogger("herald")
 def make_backplane(settings: Settings) -> Backplane:
     """The engine's backplane, chosen at start-up (HERALD_ENGINE)."""
     if settings.engine == "redis":
-        from fanout.redis_backplane import RedisBackplane
+        from fanout.redis.backplane import RedisBackplane
 
         return RedisBackplane(settings.backplane_url or settings.redis_url)
     from fanout.memory import MemoryBackplane
@@ -202,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(router)
+    app.include_router(client_js_router)
     app.include_router(queues_router)
     # A batch of 500 messages at the size limit, plus JSON overhead.
     limit = max(settings.max_message_bytes * 501, 4 << 20)
