@@ -23,6 +23,7 @@ from shared.auth import Authenticator, Principal
 from shared.config import Settings
 from shared.errors import HeraldError, InvalidRequest, PayloadTooLarge
 from shared.filters import compile_filter
+from shared.jsonvalue import check_fields
 from shared.topics import is_wildcard, validate_pattern, validate_topic
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ log = logging.getLogger("herald.node")
 
 MAX_ID_LEN = 128
 MAX_HISTORY_LIMIT = 10_000
+# Offsets are exact in every client's JSON numbers (JavaScript's too) up to 2**53 - 1;
+# a larger `since` can only be a mistake, and Redis would refuse it as a 503.
+MAX_OFFSET = 2**53 - 1
 
 
 @dataclass(slots=True)
@@ -42,6 +46,9 @@ class Resume:
     epoch: str
     offset: int
     messages: list[Message]
+    # True when `messages` is only the first page: the sink still catches up, and the
+    # caller asks for the rest with `Node.resume_more`.
+    more: bool = False
 
 
 class Node:
@@ -66,6 +73,8 @@ class Node:
             send_buffer_bytes=settings.send_buffer_bytes,
             slow_policy=settings.slow_consumer,
             max_frame_bytes=settings.max_frame_bytes,
+            max_filter_cost=settings.max_filter_cost,
+            max_filter_cost_per_sink=settings.max_filter_cost_per_connection,
             on_wakeup=self._wakeup,
             on_interest=self._on_interest,
         )
@@ -159,6 +168,7 @@ class Node:
         """Validate one publish input (docs/protocol.md, Messages) and encode its envelope once."""
         if not isinstance(entry, Mapping):
             raise InvalidRequest("a message must be a JSON object")
+        check_fields(entry)  # encodable, finite, at most MAX_DEPTH deep: deliverable
         topic = validate_topic(entry.get("topic"))
         principal.check_publish(topic)
         attributes = entry.get("attributes") or {}
@@ -248,7 +258,13 @@ class Node:
         return Shape(pattern, flt, batch_ms, mode, key)
 
     async def resume(
-        self, sink: Sink, shape: Shape, since: int | None, epoch: str | None
+        self,
+        sink: Sink,
+        shape: Shape,
+        since: int | None,
+        epoch: str | None,
+        *,
+        page: int = MAX_HISTORY_LIMIT,
     ) -> Resume:
         """Subscribe `sink` live to a history topic and tell it where it stands.
 
@@ -256,29 +272,70 @@ class Node:
         first so nothing published during the history read falls between the two;
         `Hub.finish_catch_up` then drops what both carried. Without `since`, only
         the current epoch and offset are read (so the client can resume later).
+
+        A replay longer than `page` messages comes a page at a time (`more`), so the
+        caller can wait for the socket to drain between pages instead of holding the
+        whole replay in its write buffer.
         """
+        _check_since(since)
         if is_wildcard(shape.pattern) or shape.mode == "latest":
             # Offsets are per topic, and conflation cannot be gap-free.
             raise InvalidRequest("'since' needs a concrete topic and mode 'all'")
         rule = self.settings.history_rule(shape.pattern)
         group = self.hub.subscribe(sink, shape, catch_up=True)
+        page = min(page, MAX_HISTORY_LIMIT)
         try:
-            page = await self.backplane.history(
-                shape.pattern, rule, since, MAX_HISTORY_LIMIT if since is not None else 0
+            hp = await self.backplane.history(
+                shape.pattern, rule, since, page if since is not None else 0
             )
         except BaseException:
             self.hub.unsubscribe(sink, group.key)
             raise
         if since is None:
-            owed = self.hub.finish_catch_up(sink, group.key, [], page.latest)
-            return Resume(False, page.epoch, page.latest, owed)
-        recovered = rule is not None and page.complete and (epoch is None or epoch == page.epoch)
-        replay = page.messages if recovered else []
+            owed = self.hub.finish_catch_up(sink, group.key, [], hp.latest)
+            return Resume(False, hp.epoch, hp.latest, owed)
+        msgs = hp.messages
+        # A page cut short by `page` is still a recovery when it starts right after
+        # `since` and the whole replay is within MAX_HISTORY_LIMIT.
+        starts = hp.complete or (bool(msgs) and msgs[0].offset == since + 1)
+        recovered = (
+            rule is not None
+            and starts
+            and hp.latest - since <= MAX_HISTORY_LIMIT
+            and (epoch is None or epoch == hp.epoch)
+        )
+        if recovered and len(msgs) >= page and (msgs[-1].offset or 0) < hp.latest:
+            return Resume(True, hp.epoch, hp.latest, msgs, more=True)
+        replay = msgs if recovered else []
         owed = self.hub.finish_catch_up(sink, group.key, replay, since if recovered else None)
-        return Resume(recovered, page.epoch, page.latest, owed)
+        return Resume(recovered, hp.epoch, hp.latest, owed)
+
+    async def resume_more(
+        self, sink: Sink, shape: Shape, after: int, page: int
+    ) -> tuple[list[Message], bool, int]:
+        """The next page of a resume, after offset `after`: (messages, more, skipped).
+
+        On the last page the sink goes live, and the messages include what arrived
+        live meanwhile. `skipped` counts messages history trimmed between two pages.
+        """
+        rule = self.settings.history_rule(shape.pattern)
+        try:
+            hp = await self.backplane.history(
+                shape.pattern, rule, after, min(page, MAX_HISTORY_LIMIT)
+            )
+        except BaseException:
+            self.hub.unsubscribe(sink, shape.sub_key)
+            raise
+        msgs = hp.messages
+        first = msgs[0].offset if msgs else hp.latest + 1
+        skipped = max(0, (first or 0) - after - 1)
+        if len(msgs) >= page and (msgs[-1].offset or 0) < hp.latest:
+            return msgs, True, skipped
+        return self.hub.finish_catch_up(sink, shape.sub_key, msgs, after), False, skipped
 
     async def history(self, topic: str, since: int | None, limit: int) -> HistoryPage:
         validate_topic(topic)
+        _check_since(since)
         if not 1 <= limit <= MAX_HISTORY_LIMIT:
             raise InvalidRequest(f"'limit' must be 1-{MAX_HISTORY_LIMIT}")
         rule = self.settings.history_rule(topic)
@@ -305,6 +362,13 @@ class Node:
             "lagged_notices": s.lagged_notices,
             "backplane": self.backplane.stats(),
         }
+
+
+def _check_since(since: object) -> None:
+    if since is not None and (
+        isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= MAX_OFFSET
+    ):
+        raise InvalidRequest(f"'since' must be an integer offset from 0 to {MAX_OFFSET}")
 
 
 def _check_attributes(attributes: object) -> None:

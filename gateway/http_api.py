@@ -8,15 +8,17 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from fanout.backplane import PublishOutcome
-from fanout.node import Node
+from fanout.node import MAX_OFFSET, Node
+from gateway.bodies import StrictJSONRoute
 from gateway.deps import get_node, get_principal
 from gateway.metrics import render_metrics, stats_snapshot
 from gateway.openapi import AUTH, ErrorResponse, errors
+from gateway.publish_limit import check_publish_rate
 from gateway.responses import JSONBytes
 from shared.auth import Principal
 from shared.errors import HeraldError, InvalidRequest
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJSONRoute)
 
 MAX_BATCH = 500
 Scalar = str | int | float | bool
@@ -24,6 +26,9 @@ Scalar = str | int | float | bool
 
 class PublishIn(BaseModel):
     """One message (docs/protocol.md, Messages). `id` makes the publish idempotent for 5 minutes."""
+
+    # Strict: "30" and true are not numbers, as on the WebSocket (issue 9).
+    model_config = ConfigDict(strict=True)
 
     topic: str = Field(examples=["game.12345.score"])
     data: Any = Field(default=None, examples=[{"home": 2, "away": 1}])
@@ -38,6 +43,8 @@ class PublishOut(BaseModel):
 
 class PublishBatchIn(BaseModel):
     """Up to 500 messages, each as for `POST /v1/publish`, in `entries`."""
+
+    model_config = ConfigDict(strict=True)
 
     # Entries stay loosely typed so that one bad entry is reported on its own
     # instead of failing the whole batch in validation.
@@ -128,10 +135,13 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
     status_code=202,
     response_model=PublishOut,
     tags=["topics"],
-    responses=errors(400, *AUTH, 413, 503),
+    responses=errors(400, *AUTH, 413, 429, 503),
 )
-async def publish(body: PublishIn, node: NodeDep, principal: PrincipalDep) -> JSONBytes:
+async def publish(
+    request: Request, body: PublishIn, node: NodeDep, principal: PrincipalDep
+) -> JSONBytes:
     """Publish one message to a topic."""
+    check_publish_rate(request, node, principal, 1)
     (outcome,) = await node.publish([body.model_dump(exclude_unset=True)], principal)
     if isinstance(outcome, HeraldError):
         raise outcome
@@ -143,11 +153,15 @@ async def publish(body: PublishIn, node: NodeDep, principal: PrincipalDep) -> JS
     status_code=202,
     response_model=PublishBatchOut,
     tags=["topics"],
-    responses=errors(400, *AUTH, 413, 503),
+    responses=errors(400, *AUTH, 413, 429, 503),
 )
-async def publish_batch(body: PublishBatchIn, node: NodeDep, principal: PrincipalDep) -> JSONBytes:
+async def publish_batch(
+    request: Request, body: PublishBatchIn, node: NodeDep, principal: PrincipalDep
+) -> JSONBytes:
     """Publish up to 500 messages; each entry gets its own result or error."""
-    outcomes = await node.publish(body.items(), principal)
+    items = body.items()
+    check_publish_rate(request, node, principal, len(items))
+    outcomes = await node.publish(items, principal)
     return JSONBytes({"results": [_result(o) for o in outcomes]}, status_code=202)
 
 
@@ -161,7 +175,7 @@ async def history(
     topic: str,
     node: NodeDep,
     principal: PrincipalDep,
-    since: Annotated[int | None, Query(ge=0)] = None,
+    since: Annotated[int | None, Query(ge=0, le=MAX_OFFSET)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> Response:
     """Messages kept for a history-enabled topic, after offset `since`."""

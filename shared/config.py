@@ -83,6 +83,14 @@ class Settings(BaseSettings):
         description="comma-separated origins allowed from browsers, or *; "
         "default * without auth (dev mode), same-origin only with auth",
     )
+    # HTTP publishes (messages) per second and burst per API key or JWT subject.
+    # None: 1000/s, burst 2000, with auth on, and off in dev mode; 0 turns it off.
+    http_publish_rate: float | None = Field(
+        default=None, ge=0, description="HTTP publishes/s per API key or JWT subject; 0 off"
+    )
+    http_publish_burst: int | None = Field(
+        default=None, ge=1, description="burst of the HTTP publish rate limit"
+    )
 
     ping_interval: float = Field(
         default=25.0, gt=0, description="s of silence before a WebSocket ping"
@@ -115,6 +123,27 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="subscriptions one socket may hold"
     )
     drain_timeout: float = Field(default=10.0, ge=0, description="s allowed to drain on SIGTERM")
+    # Sum of filter costs (value combinations, SNS-style) one connection may subscribe
+    # with, and that the process's distinct filters may add up to.
+    max_filter_cost_per_connection: int = Field(
+        default=1500, ge=1, description="filter cost one connection may subscribe with"
+    )
+    max_filter_cost: int = Field(
+        default=50_000, ge=1, description="filter cost of the process's distinct filters"
+    )
+    # WebSocket commands per second and burst per connection. None: 1000/s, burst 2000
+    # with auth on (room for a queue worker acking one job at a time), off in dev mode
+    # (no credentials configured); 0 turns it off.
+    ws_command_rate: float | None = Field(
+        default=None, ge=0, description="WebSocket commands/s per connection; 0 off"
+    )
+    ws_command_burst: int | None = Field(
+        default=None, ge=1, description="burst of the WebSocket command rate limit"
+    )
+    # Seconds before a JWT's `exp` that a connection is sent `token_expiring`.
+    token_refresh_window: float = Field(
+        default=30.0, ge=0, description="s before a JWT's exp that token_expiring is sent"
+    )
 
     history: Annotated[list[HistoryRule], NoDecode] = Field(
         default_factory=list,
@@ -180,6 +209,18 @@ class Settings(BaseSettings):
     def auth_enabled(self) -> bool:
         return bool(self.jwt_secret or self.jwt_public_key or self.api_keys)
 
+    def command_rate(self) -> tuple[float, int] | None:
+        """(rate, burst) of the per-connection WebSocket command limit, or None (off)."""
+        return self._limit(self.ws_command_rate, self.ws_command_burst)
+
+    def _limit(self, rate: float | None, burst: int | None) -> tuple[float, int] | None:
+        # A rate limit is on by default, except in dev mode; 0 turns it off.
+        if rate is None:
+            rate = 1000.0 if self.auth_enabled else 0.0
+        if rate == 0:
+            return None
+        return rate, burst or max(1, int(rate * 2))
+
     def history_rule(self, topic: str) -> HistoryRule | None:
         """The first history rule whose pattern matches `topic` (docs/protocol.md)."""
         for rule in self.history:
@@ -198,3 +239,7 @@ class Settings(BaseSettings):
             if pattern_matches(rule, pattern.replace("*", "_").replace(">", "_")):
                 return ms
         return 0
+
+    def publish_rate(self) -> tuple[float, int] | None:
+        """(rate, burst) of the HTTP publish limit per caller, or None (off)."""
+        return self._limit(self.http_publish_rate, self.http_publish_burst)

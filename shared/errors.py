@@ -3,6 +3,7 @@
     HeraldError                      code, HTTP status, message, details
     ├── InvalidTopic                 invalid_topic (400)
     ├── InvalidFilter                invalid_filter (400)
+    │   └── FilterCostExceeded       filter_cost_exceeded (400)
     ├── InvalidRequest               invalid_request (400)
     ├── PayloadTooLarge              payload_too_large (413)
     ├── Unauthorized                 unauthorized (401, WS close 4401)
@@ -10,6 +11,7 @@
     ├── NotFound                     queue_not_found / subscription_not_found (404)
     ├── Conflict                     conflict (409)
     ├── ReceiptInvalid               receipt_invalid (400)
+    ├── RateLimited                  rate_limited (429)
     ├── QueueFull                    queue_full (503)
     ├── BackplaneUnavailable         backplane_unavailable (503)
     ├── StoreUnavailable             store_unavailable (503)
@@ -55,6 +57,12 @@ class InvalidFilter(HeraldError):
     status = 400
 
 
+class FilterCostExceeded(InvalidFilter):
+    """The filters of a connection, or of the process, would cost too much to run."""
+
+    code = "filter_cost_exceeded"
+
+
 class InvalidRequest(HeraldError):
     code = "invalid_request"
     status = 400
@@ -92,6 +100,11 @@ class Conflict(HeraldError):
 class ReceiptInvalid(HeraldError):
     code = "receipt_invalid"
     status = 400
+
+
+class RateLimited(HeraldError):
+    code = "rate_limited"
+    status = 429
 
 
 class QueueFull(HeraldError):
