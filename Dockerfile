@@ -7,7 +7,7 @@
 #   docker run --rm -p 8080:8080 -e HERALD_ENGINE=redis \
 #       -e HERALD_REDIS_URL=redis://redis:6379/0 -e HERALD_JWT_SECRET=... herald:0.1.0
 #
-# Every setting is a HERALD_* environment variable (SPEC §6); `herald serve --help`
+# Every setting is a HERALD_* environment variable (README.md, Configuration); `herald serve --help`
 # lists the matching flags. The same image runs examples/worker.py:
 #   docker run --rm --entrypoint python -e HERALD_URL=http://herald:8080 \
 #       -e HERALD_API_KEY=... herald:0.1.0 /app/examples/worker.py

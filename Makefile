@@ -3,14 +3,22 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+RUN_STAMP := $(VENV)/.run-stamp
 
-.PHONY: install run test lint typecheck unit redis-server chromium node autobahn-venv loadtest bench bench-quick k8s-check clean
+.PHONY: install install-run run test lint typecheck unit redis-server chromium node autobahn-venv loadtest bench bench-quick k8s-check clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]' -e clients/python
 	touch $(STAMP)
+
+# `make run` installs only what serving needs; `make install` adds the dev tools.
+$(RUN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
 
 install: $(STAMP)
 
@@ -32,7 +40,9 @@ $(AUTOBAHN_STAMP): tests/autobahn/requirements-py27.txt
 
 autobahn-venv: $(AUTOBAHN_STAMP)
 
-run: install
+install-run: $(RUN_STAMP)
+
+run: install-run
 	$(BIN)/herald serve
 
 # Integration tests start their own redis-server processes; install it where missing.

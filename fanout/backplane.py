@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from fanout.message import Message
 from shared.config import HistoryRule
 
-IDEMPOTENCY_WINDOW_S = 300.0  # SPEC §2: the same id on the same topic within 5 minutes
+IDEMPOTENCY_WINDOW_S = (
+    300.0  # docs/protocol.md, Messages: the same id on the same topic within 5 minutes
+)
 
 
 @dataclass(slots=True)

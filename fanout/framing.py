@@ -2,7 +2,7 @@
 
 Server frames are unmasked, so without permessage-deflate the whole frame (header
 and payload) is the same bytes for every socket; building it once per batch is
-what makes broadcast cheap (LESSONS "Fast fanout").
+what makes broadcast cheap (docs/architecture.md).
 """
 
 from __future__ import annotations

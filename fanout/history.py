@@ -2,7 +2,7 @@
 
 Each topic's epoch is drawn when its log is created, so a restart of the embedded
 engine (which keeps history in memory) changes the epoch and resuming clients are
-told `recovered: false` instead of getting a silent gap (SPEC §4).
+told `recovered: false` instead of getting a silent gap (docs/protocol.md, History and resume).
 """
 
 from __future__ import annotations

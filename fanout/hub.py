@@ -8,7 +8,7 @@ bytes to every member of a group and never waits for any one of them.
 
 Subscriptions with the same shape (pattern, filter, batch_ms, mode, key) share a
 `Group`: the filter runs once per group, the batch is encoded and framed once per
-group, and every member gets byte-identical frames (SPEC §4).
+group, and every member gets byte-identical frames (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class Shape:
     batch_ms: int = 0
     mode: Mode = "all"
     key: str | None = None
-    # Deterministic subscription key: same shape, same key, on every pod (SPEC §4).
+    # Deterministic subscription key: same shape, same key, on every pod (docs/protocol.md).
     sub_key: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -91,7 +91,7 @@ class Group:
         self.key = shape.sub_key
         self.members: dict[Sink, None] = {}
         # Sockets resuming from history: they get flushed messages appended to their
-        # own buffer instead of frames, until the replay is done (LESSONS: register
+        # own buffer instead of frames, until the replay is done (register
         # live first, then replay, then dedupe by offset).
         self.catching_up: dict[Sink, list[Message]] = {}
         self.pending: dict[object, Message] = {}

@@ -12,7 +12,7 @@ import orjson
 class Message:
     """A published message as the engine sees it.
 
-    `envelope` is the wire form of SPEC §2 (`topic`, `id`, `ts`, `data`,
+    `envelope` is the wire form of docs/protocol.md, Messages (`topic`, `id`, `ts`, `data`,
     `attributes`?, `offset`?) serialized once; every frame that carries the
     message splices these bytes in rather than encoding again.
     """

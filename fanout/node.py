@@ -171,7 +171,7 @@ class Node:
         return f"{self._id_prefix}{next(self._ids):x}"
 
     def prepare(self, entry: Mapping[str, Any], principal: Principal) -> PublishItem:
-        """Validate one publish input (SPEC §2) and encode its envelope once."""
+        """Validate one publish input (docs/protocol.md, Messages) and encode its envelope once."""
         if not isinstance(entry, Mapping):
             raise InvalidRequest("a message must be a JSON object")
         check_fields(entry)  # encodable, finite, at most MAX_DEPTH deep: deliverable
@@ -243,7 +243,7 @@ class Node:
     # ---- subscribe, history and resume --------------------------------------------
 
     def shape(self, cmd: Mapping[str, Any], principal: Principal) -> Shape:
-        """Validate a `subscribe` command into a subscription shape (SPEC §4)."""
+        """Validate a `subscribe` command into a subscription shape (docs/protocol.md)."""
         pattern = validate_pattern(cmd.get("topic"))
         principal.check_subscribe(pattern)
         flt = compile_filter(cmd.get("filter"))
@@ -285,7 +285,7 @@ class Node:
         """
         _check_since(since)
         if is_wildcard(shape.pattern) or shape.mode == "latest":
-            # Offsets are per topic, and conflation cannot be gap-free (LESSONS).
+            # Offsets are per topic, and conflation cannot be gap-free.
             raise InvalidRequest("'since' needs a concrete topic and mode 'all'")
         rule = self.settings.history_rule(shape.pattern)
         group = self.hub.subscribe(sink, shape, catch_up=True)

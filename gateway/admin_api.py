@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from fanout.node import Node
 from gateway.deps import get_node, get_principal, require_admin
+from gateway.openapi import AUTH, errors
 from gateway.queues_api import Queues
 from shared.auth import Principal
 from shared.topics import validate_pattern
@@ -18,12 +19,6 @@ from shared.topics import validate_pattern
 router = APIRouter()
 
 NodeDep = Annotated[Node, Depends(get_node)]
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "invalid topic or parameter"},
-    401: {"description": "missing or invalid credentials"},
-    403: {"description": "not allowed"},
-    503: {"description": "the backplane (Redis) is unavailable"},
-}
 
 
 class PresenceOut(BaseModel):
@@ -57,7 +52,10 @@ class PeekOut(BaseModel):
 
 
 @router.get(
-    "/v1/topics/{topic}/presence", response_model=PresenceOut, tags=["topics"], responses=_ERRORS
+    "/v1/topics/{topic}/presence",
+    response_model=PresenceOut,
+    tags=["topics"],
+    responses=errors(400, *AUTH, 503),
 )
 async def presence(
     topic: str, node: NodeDep, principal: Annotated[Principal, Depends(get_principal)]
@@ -75,7 +73,7 @@ async def presence(
     "/v1/topics",
     response_model=TopicsOut,
     tags=["topics"],
-    responses={k: v for k, v in _ERRORS.items() if k != 400},
+    responses=errors(*AUTH, 503),
     dependencies=[Depends(require_admin)],
 )
 async def topics(node: NodeDep) -> dict[str, Any]:
@@ -99,7 +97,7 @@ async def topics(node: NodeDep) -> dict[str, Any]:
     "/v1/queues/{name}/peek",
     response_model=PeekOut,
     tags=["queues"],
-    responses={**_ERRORS, 404: {"description": "no such queue"}},
+    responses=errors(400, *AUTH, 404, 503),
     dependencies=[Depends(require_admin)],
 )
 async def peek(

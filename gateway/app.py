@@ -11,18 +11,25 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fanout.backplane import Backplane
 from fanout.node import Node
+from fanout.queues import QueueService, open_queue_service
 from gateway.client_js import router as client_js_router
 from gateway.commands import HANDLERS
 from gateway.edge import Edge
 from gateway.http_api import router
+from gateway.metrics import RequestTimer, Telemetry
+from gateway.openapi import install_openapi
 from gateway.pages import router as pages_router
+from gateway.queues_api import router as queues_router
 from gateway.responses import JSONBytes
-from shared.config import Settings
+from shared.config import Settings, redact
 from shared.errors import HeraldError, PayloadTooLarge, RateLimited
 from shared.jsonvalue import json_safe
 
@@ -30,7 +37,7 @@ log = logging.getLogger("herald")
 
 
 def make_backplane(settings: Settings) -> Backplane:
-    """The engine's backplane, chosen at start-up (SPEC §6)."""
+    """The engine's backplane, chosen at start-up (HERALD_ENGINE)."""
     if settings.engine == "redis":
         from fanout.redis.backplane import RedisBackplane
 
@@ -40,11 +47,8 @@ def make_backplane(settings: Settings) -> Backplane:
     return MemoryBackplane()
 
 
-def make_queues(settings: Settings) -> Any:
-    try:
-        from fanout.queues import open_queue_service
-    except ImportError:  # queues not built into this tree
-        return None
+def make_queues(settings: Settings) -> QueueService:
+    """The durable queue store of the engine (SQLite for memory, Redis for redis)."""
     return open_queue_service(
         engine=settings.engine, data_dir=settings.data_dir, redis_url=settings.redis_url
     )
@@ -110,6 +114,73 @@ class BodyLimit:
             )
 
 
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error as `{"error": {"code", "message", "details"?}}` (docs/http-api.md).
+
+    Validation errors answer 400 `invalid_request` (never FastAPI's 422), and a 503
+    carries `Retry-After`. Tests that mount one router on a bare app use this too.
+    """
+
+    async def herald_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HeraldError)
+        response = _error(exc.status, exc.code, exc.message, exc.details)
+        if isinstance(exc, RateLimited):
+            retry = max(1, math.ceil(exc.details["retry_after_s"]))
+            response.headers["Retry-After"] = str(retry)
+        elif exc.status == 503:
+            response.headers["Retry-After"] = "1"
+        return response
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        details = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return _error(400, "invalid_request", _validation_message(request, details), details)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    app.add_exception_handler(HeraldError, herald_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+
+
+def _validation_message(request: Request, details: list[dict[str, Any]]) -> str:
+    """Name the missing header when a body was sent without `content-type: application/json`."""
+    given = request.scope.get("state", {}).get("content_type_given")
+    if given is not None and any(d["loc"][:1] == ["body"] for d in details):
+        return (
+            "request validation failed: send the body as JSON with 'content-type: application/json'"
+        )
+    return "request validation failed"
+
+
+class JsonBodies:
+    """Read API bodies as JSON whatever their content-type says (`curl -d` sends a form type).
+
+    A body that does not parse still answers 400, whose message then names the missing
+    `content-type: application/json` header (see `_validation_message`).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            given = dict(scope["headers"]).get(b"content-type", b"")
+            # Every body of this API is JSON: any other declared type is a client's default.
+            if not given.split(b";")[0].strip().lower().endswith(b"json"):
+                # In place: the request timer reads the matched route from this scope.
+                scope["headers"] = [*headers, (b"content-type", b"application/json")]
+                scope.setdefault("state", {})["content_type_given"] = given.decode("latin-1")
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the engine starts in the lifespan (one per process)."""
     settings = settings or Settings()
@@ -123,10 +194,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.node = node
         app.state.edge = edge
         # Start-up objects (modules, the app, routes) never die: keep them out of every
-        # later full collection, which otherwise shows up as latency spikes (LESSONS).
+        # later full collection, which otherwise shows up as latency spikes.
         gc.collect()
         gc.freeze()
-        log.info("herald ready: engine=%s", settings.engine)
+        base = f"{settings.host}:{settings.port}"
+        store = (
+            f"data_dir={settings.data_dir.resolve()}"
+            if settings.engine == "memory"
+            else f"redis={redact(settings.redis_url)}"
+        )
+        # Logged once the lifespan is done: uvicorn listens on the bound socket next.
+        log.info(
+            "herald ready: engine=%s ws=ws://%s/ws docs=http://%s/docs %s",
+            settings.engine,
+            base,
+            base,
+            store,
+        )
         try:
             # uvicorn hands this state to the WebSocket protocol (`app_state`).
             yield {"edge": edge}
@@ -134,48 +218,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await edge.stop()
             await node.stop()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc come from the fastapi-offline wheel: /docs works offline.
+    app = FastAPIOffline(
         title="Herald",
         version="0.1.0",
         summary="Real-time WebSocket pub/sub gateway with a durable queue path.",
-        description="WebSocket clients connect to `GET /ws` (see the README for the protocol).",
+        description="The HTTP API. WebSocket clients connect to `GET /ws`; "
+        "the WebSocket protocol is in docs/protocol.md.",
         lifespan=lifespan,
         default_response_class=JSONBytes,
     )
-
-    @app.exception_handler(HeraldError)
-    async def herald_error(request: Request, exc: HeraldError) -> JSONBytes:
-        headers = {"Retry-After": "1"} if exc.status == 503 else None
-        if isinstance(exc, RateLimited):
-            headers = {"Retry-After": str(max(1, math.ceil(exc.details["retry_after_s"])))}
-        response = _error(exc.status, exc.code, exc.message, exc.details)
-        if headers:
-            response.headers.update(headers)
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONBytes:
-        details = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
-        ]
-        return _error(400, "invalid_request", "request validation failed", details)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONBytes:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail))
-
+    app.state.telemetry = telemetry = Telemetry()
+    install_error_handlers(app)
+    install_openapi(app)
     app.include_router(router)
     app.include_router(client_js_router)
     app.include_router(pages_router)
-    try:
-        from gateway.queues_api import router as queues_router
-    except ImportError:
-        pass
-    else:
-        app.include_router(queues_router)
+    app.include_router(queues_router)
     # A batch of 500 messages at the size limit, plus JSON overhead.
     limit = max(settings.max_message_bytes * 501, 4 << 20)
+    # The last added is the outermost: every answer, even a 413, carries CORS headers.
+    app.add_middleware(JsonBodies)
     app.add_middleware(BodyLimit, limit=limit)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.origins,
+        allow_credentials=True,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["Retry-After"],
+        max_age=600,
+    )
+    app.add_middleware(RequestTimer, telemetry=telemetry)
     return app

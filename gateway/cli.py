@@ -4,61 +4,70 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from gateway.cliutil import parse_attrs
+from gateway.cliutil import fail, fail_unreachable, parse_attrs
+from gateway.queue_cli import queue_app
+from shared.config import Settings
 
 app = typer.Typer(
     help="Herald: real-time WebSocket pub/sub gateway with durable queues.",
     no_args_is_help=True,
     add_completion=False,
+    # Plain click help: typer's rich help shows flags as `--help <bool>`.
+    rich_markup_mode=None,
 )
 
-try:
-    from gateway.queue_cli import queue_app
-except ImportError:  # pragma: no cover - queues not built into this tree
-    pass
-else:
-    app.add_typer(queue_app, name="queue", help="Durable queues (SQS semantics).")
+app.add_typer(queue_app, name="queue", help="Durable queues (SQS semantics).")
 
 Url = Annotated[str, typer.Option(envvar="HERALD_URL", help="Herald base URL.")]
 Token = Annotated[str | None, typer.Option(envvar="HERALD_TOKEN", help="API key or JWT.")]
 
 
-@app.command()
-def serve(
-    engine: Annotated[str | None, typer.Option(help="memory (embedded) or redis")] = None,
-    redis_url: Annotated[str | None, typer.Option(help="Redis or Redis Cluster URL")] = None,
-    backplane_url: Annotated[
-        str | None, typer.Option(help="Redis (Cluster) for pub/sub and history only")
-    ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Embedded store directory")] = None,
-    host: Annotated[str | None, typer.Option()] = None,
-    port: Annotated[int | None, typer.Option()] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (redis engine)")] = None,
-    jwt_secret: Annotated[str | None, typer.Option(help="HS256 secret")] = None,
-    jwt_public_key: Annotated[str | None, typer.Option(help="RS256 public key (PEM)")] = None,
-    api_keys: Annotated[str | None, typer.Option(help="Comma-separated API keys")] = None,
-    ping_interval: Annotated[float | None, typer.Option()] = None,
-    send_buffer_bytes: Annotated[int | None, typer.Option()] = None,
-    slow_consumer: Annotated[str | None, typer.Option(help="drop or disconnect")] = None,
-    max_connections: Annotated[int | None, typer.Option()] = None,
-    history: Annotated[str | None, typer.Option(help="JSON list of history rules")] = None,
-    min_batch_ms: Annotated[str | None, typer.Option(help="JSON map pattern -> ms")] = None,
-    drain_timeout: Annotated[float | None, typer.Option()] = None,
-    log_level: Annotated[str | None, typer.Option()] = None,
-) -> None:
-    """Run the gateway (flags override the matching HERALD_* variables)."""
-    from gateway.server import run
+def _serve(**flags: str | None) -> None:
+    """Run the gateway. Each flag overrides its HERALD_* variable."""
+    from gateway.server import StartupError, run
 
-    overrides: dict[str, Any] = {k: v for k, v in locals().items() if v is not None and k != "run"}
-    run(overrides)
+    # Raw strings go to pydantic, so a flag and its variable are validated the same
+    # way and a bad value is reported in one line naming both.
+    try:
+        run({k: v for k, v in flags.items() if v is not None})
+    except StartupError as exc:
+        fail(str(exc))
+
+
+def _serve_flags() -> list[inspect.Parameter]:
+    """One `--flag` per Settings field: adding a setting adds its flag."""
+    params = []
+    for name, field in Settings.model_fields.items():
+        env = f"HERALD_{name.upper()}"
+        default = field.get_default(call_default_factory=True)
+        shown = "none" if default in (None, [], {}) else str(default)
+        option = typer.Option(
+            help=f"{field.description or name.replace('_', ' ')} (default: {shown}; env: {env})",
+            metavar=name.split("_")[-1].upper(),
+            show_default=False,
+        )
+        params.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[str | None, option],
+            )
+        )
+    return params
+
+
+_serve.__signature__ = inspect.Signature(_serve_flags())  # type: ignore[attr-defined]
+_serve.__annotations__ = {p.name: p.annotation for p in _serve.__signature__.parameters.values()}  # type: ignore[attr-defined]
+app.command("serve")(_serve)
 
 
 @app.command()
@@ -84,9 +93,14 @@ def publish(
     if msg_id:
         body["id"] = msg_id
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    r = httpx.post(f"{url}/v1/publish", json=body, headers=headers, timeout=10)
+    try:
+        r = httpx.post(f"{url}/v1/publish", json=body, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        fail_unreachable(url, exc)
+    if r.status_code >= 400:
+        typer.echo(r.text, err=True)
+        raise typer.Exit(1)
     typer.echo(r.text)
-    raise typer.Exit(0 if r.status_code < 400 else 1)
 
 
 @app.command()
@@ -103,6 +117,14 @@ def tail(
     token: Token = None,
 ) -> None:
     """Print messages matching PATTERN, one JSON per line; survive server restarts."""
+    import httpx
+
+    # Reconnecting is for a server that goes away later; a URL with nothing behind it
+    # at start is a mistake to report in one line, not to retry forever.
+    try:
+        httpx.get(f"{url}/healthz", timeout=5)
+    except httpx.HTTPError as exc:
+        fail_unreachable(url, exc)
     ws_url = url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/ws"
     flt = json.loads(filter) if filter else None
     with contextlib.suppress(KeyboardInterrupt):

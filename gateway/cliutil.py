@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -26,3 +26,15 @@ def parse_attrs(pairs: list[str] | None) -> dict[str, Any]:
         else:
             out[k] = v
     return out
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one line to stderr and exit: what went wrong and what it names."""
+    typer.echo(f"herald: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def fail_unreachable(url: str, exc: BaseException) -> NoReturn:
+    """A request to `url` failed before any answer: say so in one line."""
+    reason = str(exc) or type(exc).__name__
+    fail(f"cannot reach {url} ({reason}); is `herald serve` running there? (--url / HERALD_URL)")

@@ -1,4 +1,4 @@
-"""WebSocket commands (SPEC §4): each parses, authorizes, calls the node, replies.
+"""WebSocket commands (docs/protocol.md): each parses, authorizes, calls the node, replies.
 
 A handler runs synchronously inside `data_received`; anything that must await
 (publish, resume, queues) is spawned as a task whose errors become `error` frames.

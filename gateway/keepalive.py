@@ -1,4 +1,4 @@
-"""One timer wheel for every connection's keep-alive (LESSONS: Centrifugo's shared
+"""One timer wheel for every connection's keep-alive (as Centrifugo's shared
 timer instead of a task per connection).
 
 Connections sit in `interval / tick` buckets; each tick visits one bucket, pings

@@ -6,13 +6,15 @@ and a custom collector turns them into metric families when /metrics is read.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from fanout.node import Node
@@ -32,70 +34,112 @@ _QUEUE_COUNTERS = {
 }
 
 
+# /v1/stats key -> (Prometheus type, help). /metrics names them `herald_<key>`
+# (counters get the exposition's `_total` suffix), so both views use the same names.
+FIELDS: dict[str, tuple[str, str]] = {
+    "ready": ("gauge", "1 when ready for traffic"),
+    "draining": ("gauge", "1 while draining"),
+    "connections": ("gauge", "Open WebSocket connections"),
+    "connections_accepted": ("counter", "WebSocket connections accepted"),
+    "subscriptions": ("gauge", "Local subscriptions"),
+    "subscription_groups": ("gauge", "Local subscription groups"),
+    "patterns": ("gauge", "Distinct subscription patterns"),
+    "messages_published": ("counter", "Messages accepted by publish"),
+    "messages_received": ("counter", "Messages this pod got to fan out"),
+    "messages_delivered": ("counter", "Message deliveries to sockets"),
+    "messages_dropped": ("counter", "Deliveries dropped (slow sockets)"),
+    "frames_written": ("counter", "Broadcast frames written"),
+    "batches": ("counter", "Batches flushed to subscription groups"),
+    "slow_disconnects": ("counter", "Sockets closed as slow"),
+    "lagged_notices": ("counter", "lagged frames sent"),
+}
+# The engine's own names for two of them.
+_RENAMED = {"groups": "subscription_groups", "messages_in": "messages_received"}
+
+
+async def stats_snapshot(node: Node, edge: Edge) -> dict[str, Any]:
+    """The body of /v1/stats: every /metrics value, under the same name."""
+    out: dict[str, Any] = {_RENAMED.get(k, k): v for k, v in node.stats().items()}
+    out["connections"] = edge.connection_count
+    out["connections_accepted"] = edge.connections_total
+    if node.queues is not None:
+        out["queues"] = await node.queues.stats()
+    return out
+
+
 class _Snapshot(Collector):
-    def __init__(self, node: Node, edge: Edge, queues: dict[str, dict[str, Any]]) -> None:
-        self.node, self.edge, self.queues = node, edge, queues
+    def __init__(self, stats: dict[str, Any]) -> None:
+        self.stats = stats
 
     def collect(self) -> Iterator[Metric]:
-        s = self.node.hub.stats
-        yield GaugeMetricFamily(
-            "herald_connections", "Open WebSocket connections", value=self.edge.connection_count
-        )
-        yield CounterMetricFamily(
-            "herald_connections_accepted",
-            "WebSocket connections accepted",
-            value=self.edge.connections_total,
-        )
-        yield GaugeMetricFamily(
-            "herald_subscriptions", "Local subscriptions", value=self.node.hub.subscription_count
-        )
-        yield GaugeMetricFamily(
-            "herald_subscription_groups",
-            "Local subscription groups",
-            value=self.node.hub.group_count,
-        )
-        yield GaugeMetricFamily(
-            "herald_ready", "1 when ready for traffic", value=int(self.node.ready())
-        )
-        yield CounterMetricFamily(
-            "herald_messages_published",
-            "Messages accepted by publish",
-            value=self.node.published_total,
-        )
-        yield CounterMetricFamily(
-            "herald_messages_received", "Messages this pod got to fan out", value=s.messages_in
-        )
-        yield CounterMetricFamily(
-            "herald_messages_delivered", "Message deliveries to sockets", value=s.messages_delivered
-        )
-        yield CounterMetricFamily(
-            "herald_messages_dropped", "Deliveries dropped (slow sockets)", value=s.messages_dropped
-        )
-        yield CounterMetricFamily(
-            "herald_frames_written", "Broadcast frames written", value=s.frames_written
-        )
-        yield CounterMetricFamily(
-            "herald_slow_disconnects", "Sockets closed as slow", value=s.slow_disconnects
-        )
-        for name, value in self.node.backplane.stats().items():
+        for key, value in self.stats.items():
+            if isinstance(value, bool | int | float):
+                kind, doc = FIELDS.get(key, ("gauge", key.replace("_", " ")))
+                family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+                yield family(f"herald_{key}", doc, value=float(value))
+        for name, value in self.stats.get("backplane", {}).items():
             yield CounterMetricFamily(f"herald_backplane_{name}", f"Backplane {name}", value=value)
-        if self.queues:
+        queues: dict[str, dict[str, Any]] = self.stats.get("queues") or {}
+        if queues:
             for field, doc in _QUEUE_GAUGES.items():
                 metric = "oldest_age_seconds" if field == "oldest_age_s" else field
                 g = GaugeMetricFamily(f"herald_queue_{metric}", doc, labels=["queue"])
-                for q, st in self.queues.items():
+                for q, st in queues.items():
                     g.add_metric([q], float(st.get(field) or 0))
                 yield g
             for field, doc in _QUEUE_COUNTERS.items():
                 c = CounterMetricFamily(f"herald_queue_{field[:-6]}", doc, labels=["queue"])
-                for q, st in self.queues.items():
+                for q, st in queues.items():
                     c.add_metric([q], float(st.get(field) or 0))
                 yield c
 
 
-async def render_metrics(node: Node, edge: Edge) -> tuple[bytes, str]:
+class Telemetry:
+    """The process's Prometheus registry: process_* metrics and latency histograms."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        self.http_latency = Histogram(
+            "herald_http_request_duration_seconds",
+            "HTTP request latency, by method, route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+
+
+class RequestTimer:
+    """ASGI middleware: observe every HTTP request's latency (WebSockets bypass it)."""
+
+    def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
+        self.app = app
+        self.telemetry = telemetry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            # The route template, not the path: queue names must not explode the labels.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.telemetry.http_latency.labels(scope["method"], route, str(status)).observe(
+                time.perf_counter() - start
+            )
+
+
+async def render_metrics(node: Node, edge: Edge, telemetry: Telemetry) -> tuple[bytes, str]:
     """The Prometheus exposition of this process."""
-    queues = await node.queues.stats() if node.queues is not None else {}
     registry = CollectorRegistry()
-    registry.register(_Snapshot(node, edge, queues))
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    registry.register(_Snapshot(await stats_snapshot(node, edge)))
+    return generate_latest(registry) + generate_latest(telemetry.registry), CONTENT_TYPE_LATEST

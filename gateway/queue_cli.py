@@ -1,4 +1,4 @@
-"""`herald queue …`: durable queues from the shell, over the HTTP API (SPEC §5).
+"""`herald queue …`: durable queues from the shell, over the HTTP API (docs/queues.md).
 
 Every command prints the JSON answer on stdout; an error answer goes to stderr
 and the exit code is 1.
@@ -12,18 +12,18 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from gateway.cliutil import parse_attrs
+from gateway.cliutil import fail_unreachable, parse_attrs
 
 queue_app = typer.Typer(
     help="Durable queues (SQS semantics): create, send, receive, ack, stats, redrive.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
 )
 
 Url = Annotated[str, typer.Option("--url", envvar="HERALD_URL", help="Herald base URL.")]
 ApiKey = Annotated[
-    str | None,
-    typer.Option("--api-key", envvar=["HERALD_API_KEY", "HERALD_TOKEN"], help="API key or JWT."),
+    str | None, typer.Option("--token", envvar="HERALD_TOKEN", help="API key or JWT.")
 ]
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -40,8 +40,7 @@ def _call(url: str, api_key: str | None, method: str, path: str, body: Any = Non
         with _client(url, api_key) as client:
             r = client.request(method, path, json=body)
     except httpx.HTTPError as exc:
-        typer.echo(json.dumps({"error": {"code": "unreachable", "message": str(exc)}}), err=True)
-        raise typer.Exit(1) from None
+        fail_unreachable(url, exc)
     text = r.text if r.content else "{}"
     if r.status_code >= 400:
         typer.echo(text, err=True)

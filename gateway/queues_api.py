@@ -1,4 +1,4 @@
-"""HTTP API of durable queues and topic→queue subscriptions (SPEC §5).
+"""HTTP API of durable queues and topic→queue subscriptions (docs/queues.md, docs/http-api.md).
 
 Thin handlers: parse (pydantic models, so OpenAPI documents every body),
 authorize (`require_admin`), call the node's `QueueService`, return its dicts.
@@ -32,9 +32,13 @@ from fanout.queues.model import (
 )
 from gateway.bodies import StrictJSONRoute
 from gateway.deps import get_node, require_admin
+from gateway.openapi import AUTH, errors
 from shared.errors import BackplaneUnavailable
 
-router = APIRouter(dependencies=[Depends(require_admin)], route_class=StrictJSONRoute)
+# Every route authenticates (401/403) and needs the queue store (503).
+router = APIRouter(
+    dependencies=[Depends(require_admin)], responses=errors(*AUTH, 503), route_class=StrictJSONRoute
+)
 
 Scalar = str | int | float | bool
 AttributeValue = Scalar | list[Scalar]
@@ -134,7 +138,7 @@ class SendOut(BaseModel):
     id: str
 
 
-class BatchIn(_In):
+class QueueBatchIn(_In):
     entries: list[dict[str, Any]] = Field(
         min_length=1, max_length=MAX_BATCH, description="each entry as for a single send"
     )
@@ -211,7 +215,9 @@ class SubscriptionList(BaseModel):
 # ---- queues --------------------------------------------------------------------------------
 
 
-@router.put("/v1/queues/{name}", response_model=QueueInfo, tags=["queues"])
+@router.put(
+    "/v1/queues/{name}", response_model=QueueInfo, tags=["queues"], responses=errors(400, 404, 413)
+)
 async def put_queue(
     name: str, svc: Queues, attrs: Annotated[QueueAttributesIn | None, Body()] = None
 ) -> dict[str, Any]:
@@ -225,18 +231,25 @@ async def list_queues(svc: Queues) -> dict[str, Any]:
     return {"queues": await svc.list_queues()}
 
 
-@router.get("/v1/queues/{name}", response_model=QueueInfo, tags=["queues"])
+@router.get("/v1/queues/{name}", response_model=QueueInfo, tags=["queues"], responses=errors(404))
 async def get_queue(name: str, svc: Queues) -> dict[str, Any]:
     return await svc.get(name)
 
 
-@router.delete("/v1/queues/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["queues"])
+@router.delete(
+    "/v1/queues/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["queues"],
+    responses=errors(404),
+)
 async def delete_queue(name: str, svc: Queues) -> Response:
     await svc.delete(name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/v1/queues/{name}/purge", response_model=Purged, tags=["queues"])
+@router.post(
+    "/v1/queues/{name}/purge", response_model=Purged, tags=["queues"], responses=errors(404)
+)
 async def purge_queue(name: str, svc: Queues) -> dict[str, Any]:
     return {"purged": await svc.purge(name)}
 
@@ -244,18 +257,34 @@ async def purge_queue(name: str, svc: Queues) -> dict[str, Any]:
 # ---- messages ------------------------------------------------------------------------------
 
 
-@router.post("/v1/queues/{name}/messages", status_code=201, response_model=SendOut, tags=["queues"])
+@router.post(
+    "/v1/queues/{name}/messages",
+    status_code=201,
+    response_model=SendOut,
+    tags=["queues"],
+    responses=errors(400, 404, 413),
+)
 async def send_message(name: str, msg: SendIn, svc: Queues) -> dict[str, Any]:
     return await svc.send(name, msg.model_dump(exclude_unset=True))
 
 
-@router.post("/v1/queues/{name}/messages/batch", response_model=Results, tags=["queues"])
-async def send_batch(name: str, batch: BatchIn, svc: Queues) -> dict[str, Any]:
+@router.post(
+    "/v1/queues/{name}/messages/batch",
+    response_model=Results,
+    tags=["queues"],
+    responses=errors(400, 404, 413),
+)
+async def send_batch(name: str, batch: QueueBatchIn, svc: Queues) -> dict[str, Any]:
     """Up to 100 entries; one bad entry does not fail the others."""
     return {"results": await svc.send_batch(name, batch.entries)}
 
 
-@router.post("/v1/queues/{name}/receive", response_model=ReceiveOut, tags=["queues"])
+@router.post(
+    "/v1/queues/{name}/receive",
+    response_model=ReceiveOut,
+    tags=["queues"],
+    responses=errors(400, 404, 413),
+)
 async def receive_messages(
     name: str, svc: Queues, req: Annotated[ReceiveIn | None, Body()] = None
 ) -> dict[str, Any]:
@@ -265,25 +294,39 @@ async def receive_messages(
     return {"messages": msgs}
 
 
-@router.post("/v1/queues/{name}/ack", response_model=Results, tags=["queues"])
+@router.post(
+    "/v1/queues/{name}/ack",
+    response_model=Results,
+    tags=["queues"],
+    responses=errors(400, 404, 413),
+)
 async def ack_messages(name: str, req: AckIn, svc: Queues) -> dict[str, Any]:
     """Delete messages by receipt; per receipt `{receipt, ok}` or `{receipt, error}`."""
     return {"results": await svc.ack(name, req.receipts)}
 
 
-@router.post("/v1/queues/{name}/nack", response_model=Ok, tags=["queues"])
+@router.post(
+    "/v1/queues/{name}/nack", response_model=Ok, tags=["queues"], responses=errors(400, 404, 413)
+)
 async def nack_message(name: str, req: NackIn, svc: Queues) -> dict[str, Any]:
     await svc.nack(name, req.receipt, req.delay)
     return {"ok": True}
 
 
-@router.post("/v1/queues/{name}/visibility", response_model=Ok, tags=["queues"])
+@router.post(
+    "/v1/queues/{name}/visibility",
+    response_model=Ok,
+    tags=["queues"],
+    responses=errors(400, 404, 413),
+)
 async def change_visibility(name: str, req: VisibilityIn, svc: Queues) -> dict[str, Any]:
     await svc.change_visibility(name, req.receipt, req.timeout)
     return {"ok": True}
 
 
-@router.post("/v1/queues/{name}/redrive", response_model=Moved, tags=["queues"])
+@router.post(
+    "/v1/queues/{name}/redrive", response_model=Moved, tags=["queues"], responses=errors(404)
+)
 async def redrive(name: str, svc: Queues) -> dict[str, Any]:
     """Move the dead-lettered messages of queue `name` back to their source queues."""
     return {"moved": await svc.redrive(name)}
@@ -293,7 +336,11 @@ async def redrive(name: str, svc: Queues) -> dict[str, Any]:
 
 
 @router.post(
-    "/v1/subscriptions", status_code=201, response_model=SubscriptionOut, tags=["subscriptions"]
+    "/v1/subscriptions",
+    status_code=201,
+    response_model=SubscriptionOut,
+    tags=["subscriptions"],
+    responses=errors(400, 404, 413),
 )
 async def create_subscription(req: SubscriptionIn, svc: Queues) -> dict[str, Any]:
     """Enqueue every message published on matching topics (and passing the filter)."""
@@ -306,7 +353,10 @@ async def list_subscriptions(svc: Queues) -> dict[str, Any]:
 
 
 @router.delete(
-    "/v1/subscriptions/{sub_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["subscriptions"]
+    "/v1/subscriptions/{sub_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["subscriptions"],
+    responses=errors(404),
 )
 async def delete_subscription(sub_id: str, svc: Queues) -> Response:
     await svc.delete_subscription(sub_id)

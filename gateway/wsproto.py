@@ -32,6 +32,7 @@ from fanout.framing import (
     frame,
     text_frame,
 )
+from gateway.origins import origin_allowed
 from gateway.wscodec import (
     MAX_HANDSHAKE_BYTES,
     SUBPROTOCOL,
@@ -63,7 +64,7 @@ CLOSE_UNAUTHORIZED = 4401
 MAX_BAD_FRAMES = 10
 CLOSE_GRACE_S = 5.0  # how long a closing peer may stall before it is aborted
 
-# Commands of one connection take effect in order (SPEC §4): while an async command
+# Commands of one connection take effect in order (docs/protocol.md): while an async command
 # runs, later ones wait in a queue. Past MAX_PENDING queued the socket stops being
 # read, so the queue holds at most what one read brings: a 256 KiB read of the
 # smallest commands (8 bytes each) is 32,768 of them. MAX_QUEUED is the safety net
@@ -87,7 +88,7 @@ class ConnState(IntEnum):
 
 _HANDSHAKE, _AUTH, _OPEN, _CLOSING, _CLOSED = tuple(ConnState)
 _PING = frame(OP_PING, b"")
-# A client error that counts towards the 10-malformed-frames limit (SPEC §4).
+# A client error that counts towards the 10-malformed-frames limit (docs/protocol.md, Close codes).
 _BAD_INPUT = ("invalid_request", "invalid_topic", "invalid_filter", "payload_too_large")
 
 
@@ -284,6 +285,11 @@ class HeraldWebSocket(asyncio.Protocol):
                 "Sec-WebSocket-Version: 13\r\n",
             )
             return
+        if not origin_allowed(hs.headers, self.node.settings.origins):
+            self._reject(
+                403, "Forbidden", "forbidden", "origin not allowed (HERALD_ALLOWED_ORIGINS)"
+            )
+            return
         # RFC 6455 4.2.2: answer one offered subprotocol, or refuse; browsers abort a
         # connection whose offer is ignored.
         offered = hs.subprotocols
@@ -293,11 +299,13 @@ class HeraldWebSocket(asyncio.Protocol):
             )
             return
         if not self.node.ready():
+            # Say why: a draining pod and a lost backplane need different reactions.
+            draining = self.node.draining
             self._reject(
                 503,
                 "Service Unavailable",
-                "draining",
-                "not ready; reconnect elsewhere",
+                "draining" if draining else "backplane_unavailable",
+                "draining; reconnect elsewhere" if draining else "backplane unavailable; retry",
                 "Retry-After: 1\r\n",
             )
             return
@@ -327,7 +335,8 @@ class HeraldWebSocket(asyncio.Protocol):
                 self.close(CLOSE_UNAUTHORIZED, exc.message[:100])
                 return
         else:
-            # SPEC §4: the first frame may carry the token, within auth_timeout.
+            # The first frame may carry the token, within auth_timeout (docs/protocol.md,
+            # Authentication).
             self._state = _AUTH
             self._close_timer = self.edge.loop.call_later(
                 self.node.settings.auth_timeout, self._auth_timeout
@@ -401,7 +410,8 @@ class HeraldWebSocket(asyncio.Protocol):
             if self._state == _HANDSHAKE:
                 self.transport.close()
             return
-        # Jitter spreads the reconnect storm over the drain window (LESSONS).
+        # Jitter spreads the reconnect storm over the drain window instead of
+        # every client hitting the surviving pods in the same instant.
         spread = min(5000, int(self.node.settings.drain_timeout * 500))
         self.send({"op": "reconnect", "reason": "draining", "after_ms": random.randint(0, spread)})
         self.close(CLOSE_RESTART, "server restart")
@@ -420,7 +430,7 @@ class HeraldWebSocket(asyncio.Protocol):
             self._limited = 0
         queue = self._queue
         if queue or self._blocked():
-            # An earlier command is still running: keep the order (SPEC §4).
+            # An earlier command is still running: keep the order (docs/protocol.md).
             if queue is None:
                 queue = self._queue = deque()
             queue.append(payload)

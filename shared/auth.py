@@ -1,4 +1,5 @@
-"""Authentication: JWT (HS256 secret or RS256 public key) and API keys (SPEC §4, §5).
+"""Authentication: JWT (HS256 secret or RS256 public key) and API keys
+(docs/protocol.md, Authentication; docs/http-api.md).
 
 A `Principal` says who is calling and which patterns it may subscribe to and
 publish on. With no secret, key or API key configured, Herald runs open (dev mode)

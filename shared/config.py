@@ -1,10 +1,11 @@
-"""Settings from `HERALD_*` environment variables (SPEC §6).
+"""Settings from `HERALD_*` environment variables (README.md, Configuration).
 
 `herald serve` flags set the same fields, so a flag and its variable are one setting.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,11 @@ def _pattern(value: str) -> str:
         return validate_pattern(value)
     except InvalidTopic as exc:
         raise ValueError(exc.message) from None
+
+
+def redact(url: str) -> str:
+    """`url` without its password, for log lines and errors."""
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
 
 
 class HistoryRule(BaseModel):
@@ -41,55 +47,128 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
 
-    engine: Literal["memory", "redis"] = "memory"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Each `description` is the `herald serve --help` text of the setting's flag.
+    engine: Literal["memory", "redis"] = Field(
+        default="memory", description="memory (embedded, one process) or redis"
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Redis or Redis Cluster URL (redis engine)"
+    )
     # Optional: pub/sub and topic history on their own Redis (e.g. a Cluster) while
     # queues stay on `redis_url` (docs/redis.md).
-    backplane_url: str | None = None
-    data_dir: Path = Path("./data")
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
+    backplane_url: str | None = Field(
+        default=None, description="separate Redis (Cluster) for pub/sub and history only"
+    )
+    data_dir: Path = Field(
+        default=Path("./data"), description="embedded queue store directory (memory engine)"
+    )
+    host: str = Field(default="127.0.0.1", description="listen address")
+    port: int = Field(default=8080, ge=0, le=65535, description="listen port")
     # Worker processes sharing the listening socket (redis engine only): one event
     # loop per core, and one fd limit per process.
-    workers: int = Field(default=1, ge=1, le=64)
+    workers: int = Field(
+        default=1, ge=1, le=64, description="worker processes sharing the port (redis engine)"
+    )
 
-    jwt_secret: str | None = None
-    jwt_public_key: str | None = None
-    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    jwt_secret: str | None = Field(default=None, description="HS256 secret; turns auth on")
+    jwt_public_key: str | None = Field(
+        default=None, description="RS256 public key (PEM); turns auth on"
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated API keys; turns auth on"
+    )
+    # Browsers: CORS on the HTTP API and the Origin check of the WebSocket upgrade.
+    allowed_origins: Annotated[list[str] | None, NoDecode] = Field(
+        default=None,
+        description="comma-separated origins allowed from browsers, or *; "
+        "default * without auth (dev mode), same-origin only with auth",
+    )
     # HTTP publishes (messages) per second and burst per API key or JWT subject.
     # None: 1000/s, burst 2000, with auth on, and off in dev mode; 0 turns it off.
-    http_publish_rate: float | None = Field(default=None, ge=0)
-    http_publish_burst: int | None = Field(default=None, ge=1)
+    http_publish_rate: float | None = Field(
+        default=None, ge=0, description="HTTP publishes/s per API key or JWT subject; 0 off"
+    )
+    http_publish_burst: int | None = Field(
+        default=None, ge=1, description="burst of the HTTP publish rate limit"
+    )
 
-    ping_interval: float = Field(default=25.0, gt=0)
-    ping_timeout: float = Field(default=20.0, gt=0)
-    auth_timeout: float = Field(default=5.0, gt=0)
+    ping_interval: float = Field(
+        default=25.0, gt=0, description="s of silence before a WebSocket ping"
+    )
+    ping_timeout: float = Field(
+        default=20.0, gt=0, description="s to wait for any frame after a ping"
+    )
+    auth_timeout: float = Field(default=5.0, gt=0, description="s allowed for a first-frame auth")
     # Seconds a client has to send a complete request head (upgrade or HTTP); a
     # socket that stays silent or half-sent is answered 408 and closed.
-    handshake_timeout: float = Field(default=10.0, gt=0)
-    send_buffer_bytes: int = Field(default=1 << 20, ge=1024)
-    slow_consumer: Literal["drop", "disconnect"] = "drop"
-    max_connections: int = Field(default=100_000, ge=1)
-    max_message_bytes: int = Field(default=64 * 1024, ge=64)
-    max_frame_bytes: int = Field(default=1 << 20, ge=1024)
-    max_subscriptions_per_connection: int = Field(default=1000, ge=1)
-    drain_timeout: float = Field(default=10.0, ge=0)
+    handshake_timeout: float = Field(
+        default=10.0, gt=0, description="s to send a complete request head (then 408)"
+    )
+    send_buffer_bytes: int = Field(
+        default=1 << 20, ge=1024, description="per-socket outbound buffer bound"
+    )
+    slow_consumer: Literal["drop", "disconnect"] = Field(
+        default="drop", description="drop (then a lagged frame) or disconnect (close 1013)"
+    )
+    max_connections: int = Field(
+        default=100_000, ge=1, description="WebSocket connections per process"
+    )
+    max_message_bytes: int = Field(
+        default=64 * 1024, ge=64, description="largest encoded topic message"
+    )
+    max_frame_bytes: int = Field(
+        default=1 << 20, ge=1024, description="largest client frame (close 1009)"
+    )
+    max_subscriptions_per_connection: int = Field(
+        default=1000, ge=1, description="subscriptions one socket may hold"
+    )
+    drain_timeout: float = Field(default=10.0, ge=0, description="s allowed to drain on SIGTERM")
     # Sum of filter costs (value combinations, SNS-style) one connection may subscribe
     # with, and that the process's distinct filters may add up to.
-    max_filter_cost_per_connection: int = Field(default=1500, ge=1)
-    max_filter_cost: int = Field(default=50_000, ge=1)
+    max_filter_cost_per_connection: int = Field(
+        default=1500, ge=1, description="filter cost one connection may subscribe with"
+    )
+    max_filter_cost: int = Field(
+        default=50_000, ge=1, description="filter cost of the process's distinct filters"
+    )
     # WebSocket commands per second and burst per connection. None: 1000/s, burst 2000
     # with auth on (room for a queue worker acking one job at a time), off in dev mode
     # (no credentials configured); 0 turns it off.
-    ws_command_rate: float | None = Field(default=None, ge=0)
-    ws_command_burst: int | None = Field(default=None, ge=1)
+    ws_command_rate: float | None = Field(
+        default=None, ge=0, description="WebSocket commands/s per connection; 0 off"
+    )
+    ws_command_burst: int | None = Field(
+        default=None, ge=1, description="burst of the WebSocket command rate limit"
+    )
     # Seconds before a JWT's `exp` that a connection is sent `token_expiring`.
-    token_refresh_window: float = Field(default=30.0, ge=0)
+    token_refresh_window: float = Field(
+        default=30.0, ge=0, description="s before a JWT's exp that token_expiring is sent"
+    )
 
-    history: Annotated[list[HistoryRule], NoDecode] = Field(default_factory=list)
-    min_batch_ms: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+    history: Annotated[list[HistoryRule], NoDecode] = Field(
+        default_factory=list,
+        description='JSON list of history rules, e.g. [{"pattern":"game.>","size":100}]',
+    )
+    min_batch_ms: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict,
+        description='JSON map pattern -> minimum batch_ms, e.g. {"game.>":100}',
+    )
 
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        default="info", description="critical, error, warning, info or debug"
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [o.strip().rstrip("/") for o in v.split(",") if o.strip()]
+        return v
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -104,7 +183,10 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             import orjson
 
-            return orjson.loads(v) if v.strip() else None
+            try:
+                return orjson.loads(v) if v.strip() else None
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON ({exc})") from None
         return v
 
     @field_validator("min_batch_ms")
@@ -115,6 +197,13 @@ class Settings(BaseSettings):
             if not 0 <= ms <= 60_000:
                 raise ValueError(f"min_batch_ms for {pattern!r} must be 0..60000")
         return v
+
+    @property
+    def origins(self) -> list[str]:
+        """Origins browsers may call from: the setting, else `*` in dev mode (no auth)."""
+        if self.allowed_origins is not None:
+            return self.allowed_origins
+        return [] if self.auth_enabled else ["*"]
 
     @property
     def auth_enabled(self) -> bool:
@@ -133,7 +222,7 @@ class Settings(BaseSettings):
         return rate, burst or max(1, int(rate * 2))
 
     def history_rule(self, topic: str) -> HistoryRule | None:
-        """The first history rule whose pattern matches `topic` (SPEC §6)."""
+        """The first history rule whose pattern matches `topic` (docs/protocol.md)."""
         for rule in self.history:
             if pattern_matches(rule.pattern, topic):
                 return rule

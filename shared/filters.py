@@ -1,4 +1,4 @@
-"""Filter policies (SPEC §3): SNS-style matching over message attributes.
+"""Filter policies (docs/protocol.md, Filters): SNS-style matching over message attributes.
 
 A policy maps attribute names to a list of accepted values; all keys must match
 (AND), any entry of a key's list may match (OR), attributes the policy does not
@@ -20,7 +20,7 @@ operators never match numbers, and a bool is neither. An array attribute matches
 when any element matches, except `anything-but`, which needs every element unlisted.
 
 Deviations from SNS, on purpose: a scalar value is accepted as a one-element list
-(SPEC §3 uses `{"gameId": "12345"}`); `null` is rejected since attributes are never
+(docs/protocol.md uses `{"gameId": "12345"}`); `null` is rejected since attributes are never
 null; numbers compare at full float precision with no ±1e9 bound; `exists: false`
 also matches a message with no attributes at all; the 5-key limit applies to each
 `$or`-expanded branch rather than to the top-level object.

@@ -1,4 +1,4 @@
-"""Topics and patterns (SPEC §1).
+"""Topics and patterns (docs/protocol.md, Topics).
 
 A topic is 1–255 bytes of `[A-Za-z0-9_:@-]` segments joined by `.`, at most 16
 segments. A pattern may use `*` for one whole segment and `>` as the last segment

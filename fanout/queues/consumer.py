@@ -1,4 +1,4 @@
-"""QueueConsumer: feeds one WebSocket `consume` from a queue (SPEC §4, `job` frames)."""
+"""QueueConsumer: feeds one WebSocket `consume` from a queue (docs/protocol.md, `job` frames)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Queue attributes, send entries and receipts: validation shared by every store.
 
 Everything here is pure (no I/O, no clock reads), so both stores agree on what a
-valid queue, message and receipt is, and the limits live in one place (SPEC §5).
+valid queue, message and receipt is, and the limits live in one place (docs/queues.md).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import orjson
 from shared.errors import InvalidRequest, ReceiptInvalid
 from shared.jsonvalue import check_fields
 
-# Limits of SPEC §5 (SQS values; Herald allows batches of 100 instead of 10).
+# Limits of docs/queues.md (SQS values; Herald allows batches of 100 instead of 10).
 MAX_VISIBILITY_S = 43_200
 MAX_DELAY_S = 900
 MIN_RETENTION_S = 60

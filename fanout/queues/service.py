@@ -1,4 +1,4 @@
-"""QueueService: the durable queue API every store implements (SPEC §5, "Queues").
+"""QueueService: the durable queue API every store implements (docs/queues.md).
 
 The base class holds what does not depend on the store: argument validation,
 long polling, topic→queue subscription matching and the release of messages a
@@ -214,7 +214,7 @@ class QueueService(abc.ABC):
     async def receive(
         self,
         name: str,
-        max: int = 1,  # the wire name (SPEC §5), hence builtins.max below
+        max: int = 1,  # the wire name (docs/queues.md), hence builtins.max below
         wait: float = 0,
         visibility_timeout: float | None = None,
     ) -> list[dict[str, Any]]:
@@ -303,7 +303,7 @@ class QueueService(abc.ABC):
         self,
         name: str,
         receipt: str,
-        timeout: float,  # noqa: ASYNC109 - visibility, SPEC §5
+        timeout: float,  # noqa: ASYNC109 - visibility, docs/queues.md
     ) -> None:
         """Keep an in-flight message hidden `timeout` s from now; 0 releases it now."""
         validate_name(name)

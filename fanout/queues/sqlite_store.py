@@ -3,7 +3,7 @@
 Every operation is one `BEGIN IMMEDIATE … COMMIT` transaction run on a single
 worker thread, so a state change of a message (claim, ack, move to the
 dead-letter queue, redrive) either happened completely or not at all, and a
-commit is on disk before the caller is answered (SPEC §6, engine `memory`).
+commit is on disk before the caller is answered (engine `memory`, README.md Configuration).
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ pub/sub (SPUBLISH/SSUBSCRIBE), topic keys and the exact-topic channel share the
 `{topic}` hash tag so the script is single-slot; prefix channels live in their
 own slots and are SPUBLISHed by the pod after the script returned the envelope.
 
-Failure (SPEC §5): a health ping every 0.5 s and the listener's own liveness drive
+Failure (docs/redis.md, Failure and recovery): a health ping every 0.5 s and the
+listener's own liveness drive
 `ready()`; publish and history raise `BackplaneUnavailable` (HTTP 503) instead of
 dropping anything silently. After an outage the pod stays unready, and refuses
 publishes, until every lost subscription is confirmed again; history topics then

@@ -5,7 +5,7 @@ task (`_sync_loop`) makes Redis match, in batched SUBSCRIBE / UNSUBSCRIBE comman
 (SSUBSCRIBE / SUNSUBSCRIBE grouped per slot on Redis Cluster). Because only that
 task talks to Redis and the wanted set lives here, concurrent first subscribers,
 subscribe/unsubscribe flapping and reconnects cannot lose a subscription
-(LESSONS: broadcaster loses concurrent first subscribers; node-redis did not
+(the broadcaster library loses concurrent first subscribers; node-redis did not
 restore subscriptions after a reconnect).
 
 Each connection is a plain asyncio (buffered) protocol with a hiredis reader:

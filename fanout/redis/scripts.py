@@ -7,7 +7,8 @@ returned to repeats), offset assignment and history append (stream entry id
 envelope. The offset is spliced into the envelope exactly like
 `Message.with_offset` does, so the envelope is still encoded only once.
 
-Epochs (SPEC §4): drawn when a topic's state is created, and drawn again when the
+Epochs (docs/protocol.md, History and resume): drawn when a topic's state is
+created, and drawn again when the
 history stream vanished while it should still hold entries (eviction, a restart
 without persistence that kept the meta hash, …), so resuming clients are told
 `recovered: false` instead of getting a silent gap. A stream that expired because

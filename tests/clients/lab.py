@@ -44,6 +44,11 @@ class Lab:
         self.groups: dict[str, list[HeraldServer]] = {}
         self.restarts: dict[str, threading.Thread] = {}
         self.lock = threading.Lock()
+        # The origin of the Chromium pages (the Control server, whose port is drawn here
+        # so that every gateway knows it): auth-on gateways allow only their own origin
+        # unless HERALD_ALLOWED_ORIGINS lists it.
+        self.page_port = free_port()
+        self.page_origin = f"http://127.0.0.1:{self.page_port}"
 
     # ---- set-ups ---------------------------------------------------------------------
 
@@ -54,6 +59,7 @@ class Lab:
             return self.redis
 
     def _start(self, env: dict[str, str]) -> HeraldServer:
+        env = {"HERALD_ALLOWED_ORIGINS": self.page_origin, **env}
         s = HeraldServer(env={"HERALD_HISTORY": json.dumps(HISTORY), **env}).start()
         self.servers[str(s.port)] = s
         return s
@@ -193,7 +199,7 @@ class Control:
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
-        self.port = free_port()
+        self.port = lab.page_port
         lab_ = lab
 
         class Handler(BaseHTTPRequestHandler):

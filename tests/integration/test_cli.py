@@ -54,4 +54,4 @@ def test_publish_reports_errors_with_exit_code(server: HeraldServer) -> None:
     out = subprocess.run(herald("publish", "bad..topic", "1", "--url", server.http),
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 1
-    assert json.loads(out.stdout)["error"]["code"] == "invalid_topic"
+    assert json.loads(out.stderr)["error"]["code"] == "invalid_topic"

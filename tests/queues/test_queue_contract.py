@@ -1,4 +1,4 @@
-"""The QueueService contract (SPEC §5), run against both stores with a fake clock."""
+"""The QueueService contract (docs/queues.md), run against both stores with a fake clock."""
 
 from __future__ import annotations
 

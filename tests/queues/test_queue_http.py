@@ -1,7 +1,7 @@
 """The queue HTTP routes (gateway/queues_api.py) and `herald queue` CLI (gateway/queue_cli.py).
 
 The app here is a minimal stand-in for the real one: the queue router, a node
-holding only `queues` and `auth`, and the error rendering of SPEC §5.
+holding only `queues` and `auth`, and the error rendering of docs/http-api.md.
 """
 
 from __future__ import annotations
@@ -18,18 +18,16 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from queue_helpers import FakeClock, make_service
 from typer.testing import CliRunner
 
 from fanout.queues import QueueService
+from gateway.app import install_error_handlers
 from gateway.queue_cli import queue_app
 from gateway.queues_api import router
 from procs import MS, after, free_port
 from shared.auth import Authenticator
-from shared.errors import HeraldError
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -52,15 +50,7 @@ def build_app(svc: QueueService | None = None, data_dir: Path | None = None) -> 
     app = FastAPI(lifespan=lifespan)
     app.state.node = SimpleNamespace(queues=svc, auth=Authenticator(api_keys=[KEY]))
 
-    @app.exception_handler(HeraldError)
-    async def herald_error(request: Request, exc: HeraldError) -> JSONResponse:
-        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        body = {"code": "invalid_request", "message": "request validation failed"}
-        return JSONResponse({"error": body}, status_code=400)
-
+    install_error_handlers(app)
     app.include_router(router)
     return app
 
@@ -213,7 +203,7 @@ def test_cli_round_trip(server_url: str) -> None:
     runner = CliRunner()
 
     def run(*args: str, ok: bool = True) -> Any:
-        result = runner.invoke(queue_app, [*args, "--url", server_url, "--api-key", KEY])
+        result = runner.invoke(queue_app, [*args, "--url", server_url, "--token", KEY])
         assert (result.exit_code == 0) == ok, result.output
         return json.loads(result.stdout) if ok else None
 

@@ -1,6 +1,6 @@
 """Kill Redis under running pods, bring it back on the same port, keep delivering.
 
-LESSONS: failover is where systems die silently (Centrifugo #1189, socket.io#4845),
+Failover is where systems die silently (Centrifugo #1189, socket.io#4845),
 so this is tested with a real SIGKILL and no restart of the gateway processes.
 """
 

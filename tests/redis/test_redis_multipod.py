@@ -215,7 +215,7 @@ async def test_pod_without_interest_gets_no_traffic(deployment: Deployment) -> N
 
 
 async def test_concurrent_first_subscribers_all_get_messages(deployment: Deployment) -> None:
-    """LESSONS: broadcaster loses all but one of several concurrent first subscribers."""
+    """The broadcaster library loses all but one of several concurrent first subscribers."""
     dep = deployment
     topic = f"race{uuid.uuid4().hex[:6]}.t"
     conns = await asyncio.gather(*(ws_connect(dep.pods[i % 3]) for i in range(24)))

@@ -1,4 +1,4 @@
-"""History and resume (SPEC §4) on both engines, with publishes running meanwhile.
+"""History and resume (docs/protocol.md) on both engines, with publishes running meanwhile.
 
 On `redis` the subscriber's pod is not the publishers' pod, so the replay comes
 from Redis and the live tail from pub/sub; the node's resume logic is the same.

@@ -1,4 +1,4 @@
-"""Table-driven tests for shared/filters.py (SPEC §3, SNS-style filter policies)."""
+"""Table-driven tests for shared/filters.py (docs/protocol.md Filters, SNS-style filter policies)."""
 
 from __future__ import annotations
 
@@ -319,7 +319,7 @@ VALID_CASES = [
     P({"a": [{"anything-but": list(range(1000))}]}, id="anything-but-long-list"),
     P({"a": (1, 2)}, id="tuple-values"),
     P({"a": [{"prefix": ""}]}, id="empty-prefix"),
-    # SPEC §3 examples
+    # docs/protocol.md examples
     P({"gameId": "12345"}, id="spec-exact"),
     P({"gameId": ["1", "2"]}, id="spec-any-of"),
     P({"total": [{"numeric": [">=", 1000]}]}, id="spec-numeric"),

@@ -1,4 +1,4 @@
-"""Table-driven tests for shared/topics.py (SPEC §1)."""
+"""Table-driven tests for shared/topics.py (docs/protocol.md, Topics)."""
 
 from __future__ import annotations
 
