@@ -79,6 +79,19 @@ class _Snapshot(Collector):
         )
         for name, value in self.node.backplane.stats().items():
             yield CounterMetricFamily(f"herald_backplane_{name}", f"Backplane {name}", value=value)
+        svc = self.node.queues
+        if svc is not None:
+            refused = CounterMetricFamily(
+                "herald_fanout_refused",
+                "Fan-out copies a subscribed queue refused (full, too large); not the publisher's",
+                labels=["queue"],
+            )
+            for q, n in svc.fanout_refused.items():
+                refused.add_metric([q], float(n))
+            yield refused
+            webhooks = getattr(self.node, "webhooks", None)
+            if webhooks is not None:
+                yield from webhooks.metric_families()
         if self.queues:
             for field, doc in _QUEUE_GAUGES.items():
                 metric = "oldest_age_seconds" if field == "oldest_age_s" else field

@@ -438,17 +438,19 @@ class RedisQueueService(QueueService):
 
     async def _enqueue(
         self, by_queue: dict[str, builtins.list[Entry]]
-    ) -> builtins.list[HeraldError]:
+    ) -> builtins.list[tuple[str, HeraldError]]:
         # One script per queue, all in one pipelined round trip.
         names = builtins.list(by_queue)
         results = await self._script_batch(
             [("send", name, self._send_args(by_queue[name])) for name in names]
         )
-        errors: builtins.list[HeraldError] = []
+        errors: builtins.list[tuple[str, HeraldError]] = []
         for name, raw in zip(names, results, strict=True):
             self._wake(name)
             with contextlib.suppress(QueueNotFound):  # deleted since subscribing
-                errors += [r["error"] for r in self._send_results(name, raw) if "error" in r]
+                errors += [
+                    (name, r["error"]) for r in self._send_results(name, raw) if "error" in r
+                ]
         return errors
 
     # ---- receiving ------------------------------------------------------------------

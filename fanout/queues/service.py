@@ -88,6 +88,8 @@ class QueueService(abc.ABC):
         self._subs: dict[str, tuple[QueueSubscription, FilterPolicy]] = {}
         self._sub_index: SubscriptionIndex[str] = SubscriptionIndex()
         self._housekeeper: asyncio.Task[None] | None = None
+        # Fan-out copies a subscribed queue refused (full, too large), by queue.
+        self.fanout_refused: dict[str, int] = {}
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -352,9 +354,11 @@ class QueueService(abc.ABC):
         """Durably enqueue published messages on every matching subscribed queue.
 
         Called before a publish is acknowledged. Each (message, queue) pair is
-        enqueued atomically; when a queue refuses (full, too large) the others are
-        still written and the first refusal is raised, so the publisher retries
-        (at-least-once: other queues may then see that message twice).
+        enqueued atomically. A queue that refuses (full, too large) is that
+        subscription's problem, not the publisher's: it is counted in
+        `fanout_refused` (and logged), the others are written, and nothing is
+        raised, so a publisher never retries into duplicates. Only a store failure
+        raises (the message was not accepted).
         """
         if not self._subs:
             return
@@ -386,9 +390,9 @@ class QueueService(abc.ABC):
                     )
                 )
         if by_queue:
-            errors = await self._enqueue(by_queue)
-            if errors:
-                raise errors[0]
+            for queue, err in await self._enqueue(by_queue):
+                self.fanout_refused[queue] = self.fanout_refused.get(queue, 0) + 1
+                log.warning("fanout to queue %s refused: %s", queue, err.code)
 
     # ---- the store's atomic steps --------------------------------------------------
 
@@ -432,8 +436,8 @@ class QueueService(abc.ABC):
     @abc.abstractmethod
     async def _enqueue(
         self, by_queue: dict[str, builtins.list[Entry]]
-    ) -> builtins.list[HeraldError]:
-        """Fan-out writes; a missing queue is skipped, refusals are returned."""
+    ) -> builtins.list[tuple[str, HeraldError]]:
+        """Fan-out writes; a missing queue is skipped, refusals come back as (queue, error)."""
 
     @abc.abstractmethod
     async def _receive_once(

@@ -349,17 +349,19 @@ class SqliteQueueService(QueueService):
 
     async def _enqueue(
         self, by_queue: dict[str, builtins.list[Entry]]
-    ) -> builtins.list[HeraldError]:
+    ) -> builtins.list[tuple[str, HeraldError]]:
         now = self.clock()
 
-        def enqueue(conn: sqlite3.Connection) -> builtins.list[HeraldError]:
-            errors: builtins.list[HeraldError] = []
+        def enqueue(conn: sqlite3.Connection) -> builtins.list[tuple[str, HeraldError]]:
+            errors: builtins.list[tuple[str, HeraldError]] = []
             for name, entries in by_queue.items():
                 attrs = self._attrs(conn, name)
                 if attrs is None:  # deleted since the subscription was read
                     continue
                 errors += [
-                    r["error"] for r in self._insert(conn, attrs, entries, now) if "error" in r
+                    (name, r["error"])
+                    for r in self._insert(conn, attrs, entries, now)
+                    if "error" in r
                 ]
             return errors
 
