@@ -57,6 +57,8 @@ class Node:
         self.settings = settings
         self.backplane = backplane
         self.queues = queues
+        # The gateway's webhook dispatcher (gateway/webhooks.py), when queues are on.
+        self.webhooks: Any = None
         self.auth = Authenticator(
             jwt_secret=settings.jwt_secret,
             jwt_public_key=settings.jwt_public_key,

@@ -91,6 +91,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         node = Node(settings, make_backplane(settings), queues=make_queues(settings))
         await node.start()
+        if node.queues is not None:
+            from gateway.webhooks import WebhookDispatcher
+
+            if settings.resources is not None:
+                from gateway.apply import apply_file
+
+                await apply_file(node.queues, settings.resources, settings)
+            node.webhooks = WebhookDispatcher(node.queues, timeout_s=settings.webhook_timeout)
+            await node.webhooks.start()
         edge = Edge(node, HANDLERS)
         edge.start()
         app.state.node = node
@@ -105,6 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield {"edge": edge}
         finally:
             await edge.stop()
+            if node.webhooks is not None:
+                await node.webhooks.close()
             await node.stop()
 
     app = FastAPI(
@@ -139,11 +150,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(router)
     try:
+        from gateway.queues_api import confirm_router
         from gateway.queues_api import router as queues_router
     except ImportError:
         pass
     else:
         app.include_router(queues_router)
+        app.include_router(confirm_router)
     # A batch of 500 messages at the size limit, plus JSON overhead.
     limit = max(settings.max_message_bytes * 501, 4 << 20)
     app.add_middleware(BodyLimit, limit=limit)

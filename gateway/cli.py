@@ -129,6 +129,31 @@ async def _tail(
             sys.stdout.flush()
 
 
+@app.command("apply")
+def apply_resources(
+    file: Annotated[Path, typer.Option("-f", "--file", help="resources YAML file")],
+    dry_run: Annotated[bool, typer.Option(help="Print the changes, make none")] = False,
+    prune: Annotated[bool, typer.Option(help="Also delete what the file does not declare")] = False,
+    url: Url = "http://127.0.0.1:8080",
+    token: Token = None,
+) -> None:
+    """Create or update queues and subscriptions to match FILE (idempotent)."""
+    from gateway.apply import HttpTarget, apply, load
+
+    async def run() -> list[Any]:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+            return await apply(HttpTarget(client), load(file), prune=prune, dry_run=dry_run)
+
+    steps = asyncio.run(run())
+    for step in steps:
+        typer.echo(step.line())
+    verb = "would change" if dry_run else "changed"
+    typer.echo(f"{verb} {len(steps)} resource(s)" if steps else "no changes")
+
+
 @app.command()
 def bench(
     quick: Annotated[bool, typer.Option(help="Smaller, faster run")] = False,

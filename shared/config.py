@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     history: Annotated[list[HistoryRule], NoDecode] = Field(default_factory=list)
     min_batch_ms: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
 
+    # Webhook subscriptions: the bound on one HTTP attempt (connect to last byte), s.
+    webhook_timeout: float = Field(default=15.0, gt=0, le=300)
+    # A resources file (docs/resources.md) applied at start-up, as `herald apply` does.
+    resources: Path | None = None
+
     log_level: str = "info"
 
     @field_validator("api_keys", mode="before")

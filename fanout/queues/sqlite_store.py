@@ -82,7 +82,8 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     topic TEXT NOT NULL,
     queue TEXT NOT NULL,
     filter_policy TEXT,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    webhook TEXT
 );
 """
 
@@ -144,6 +145,9 @@ class SqliteQueueService(QueueService):
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(_SCHEMA)
+            cols = {r[1] for r in conn.execute("PRAGMA table_info(subscriptions)")}
+            if "webhook" not in cols:  # a store written before webhook subscriptions
+                conn.execute("ALTER TABLE subscriptions ADD COLUMN webhook TEXT")
             self._conn = conn
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
@@ -560,21 +564,29 @@ class SqliteQueueService(QueueService):
     async def _load_subscriptions(self) -> builtins.list[QueueSubscription]:
         rows = await self._run(
             lambda c: c.execute(
-                "SELECT id, topic, queue, filter_policy, created_at FROM subscriptions"
+                "SELECT id, topic, queue, filter_policy, created_at, webhook FROM subscriptions"
             ).fetchall(),
             write=False,
         )
         return [
-            QueueSubscription(r[0], r[1], r[2], orjson.loads(r[3]) if r[3] else None, r[4])
+            QueueSubscription(
+                r[0],
+                r[1],
+                r[2],
+                orjson.loads(r[3]) if r[3] else None,
+                r[4],
+                orjson.loads(r[5]) if r[5] else None,
+            )
             for r in rows
         ]
 
     async def _save_subscription(self, sub: QueueSubscription) -> None:
         policy = orjson.dumps(sub.filter_policy).decode() if sub.filter_policy else None
+        hook = orjson.dumps(sub.webhook).decode() if sub.webhook else None
         await self._run(
             lambda c: c.execute(
-                "INSERT INTO subscriptions VALUES (?, ?, ?, ?, ?)",
-                (sub.id, sub.topic, sub.queue, policy, sub.created_at),
+                "INSERT INTO subscriptions VALUES (?, ?, ?, ?, ?, ?)",
+                (sub.id, sub.topic, sub.queue, policy, sub.created_at, hook),
             )
         )
 

@@ -10,11 +10,15 @@ Retries run in four phases: `numNoDelayRetries` at once, `numMinDelayRetries`
 
 from __future__ import annotations
 
+import hashlib
 import math
+import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+from fanout.queues.model import validate_name
 from shared.errors import InvalidRequest
 
 BACKOFF_FUNCTIONS = ("linear", "arithmetic", "geometric", "exponential")
@@ -212,3 +216,41 @@ def classify(status: int | None, error: str, attempt: int, policy: DeliveryPolic
     if attempt > policy.numRetries:
         return Outcome("fail", error=why)
     return Outcome("retry", policy.retry_delay(attempt), why)
+
+
+def webhook_settings(
+    endpoint: object,
+    delivery_policy: Mapping[str, Any] | None,
+    raw: object,
+    secret: object,
+    dead_letter: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Validate a webhook subscription's settings into their stored form."""
+    if not isinstance(endpoint, str) or len(endpoint) > 2048:
+        raise InvalidRequest("'endpoint' must be an http:// or https:// URL")
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequest("'endpoint' must be an http:// or https:// URL")
+    if not isinstance(raw, bool):
+        raise InvalidRequest("'raw' must be a boolean")
+    if secret is None:
+        secret = secrets.token_urlsafe(32)
+    if not isinstance(secret, str) or not 1 <= len(secret) <= 256:
+        raise InvalidRequest("'secret' must be a string of 1 to 256 characters")
+    dlq: dict[str, Any] | None = None
+    if dead_letter is not None:
+        if not isinstance(dead_letter, Mapping) or set(dead_letter) != {"queue"}:
+            raise InvalidRequest("'dead_letter' must be {\"queue\": name}")
+        dlq = {"queue": validate_name(dead_letter["queue"])}
+    return {
+        "endpoint": endpoint,
+        "delivery_policy": parse_policy(delivery_policy).as_dict(),
+        "raw": raw,
+        "secret": secret,
+        "dead_letter": dlq,
+    }
+
+
+def secret_hash(secret: str) -> str:
+    """A short digest of a webhook secret: lets `herald apply` see a change, not the key."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]
