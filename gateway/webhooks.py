@@ -127,8 +127,13 @@ class WebhookDispatcher:
             hook = sub.webhook or {}
             self.stats.setdefault(sub_id, HookStats(hook.get("endpoint", "")))
             rate = hook.get("delivery_policy", {}).get("maxReceivesPerSecond")
-            if self._throttles.get(sub_id, Throttle(None)).rate != rate:
+            if sub_id not in self._throttles or self._throttles[sub_id].rate != rate:
                 self._throttles[sub_id] = Throttle(rate)
+            worker = self._workers.get(sub_id)
+            if worker is not None and worker.done():  # a bug ended it: log, start again
+                if not worker.cancelled() and worker.exception() is not None:
+                    log.error("webhook %s worker died", sub_id, exc_info=worker.exception())
+                del self._workers[sub_id]
             if hook.get("confirmed", True) and sub_id not in self._workers:
                 self._workers[sub_id] = asyncio.create_task(self._deliver_forever(sub_id))
 
@@ -179,8 +184,8 @@ class WebhookDispatcher:
                 stats.latency_sum_s += max(time.time() - ts / 1000, 0.0)
             await self.queues.ack(sub.queue, [msg["receipt"]])
         elif outcome.action == "retry":
-            stats.retried += 1
             await self.queues.nack(sub.queue, msg["receipt"], outcome.delay)
+            stats.retried += 1  # after the nack: the retry is then held by the store
         else:
             stats.failed += 1
             log.warning("webhook %s: giving up on %s: %s", sub.id, msg_id, outcome.error)
