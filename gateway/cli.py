@@ -52,6 +52,8 @@ def serve(
     history: Annotated[str | None, typer.Option(help="JSON list of history rules")] = None,
     min_batch_ms: Annotated[str | None, typer.Option(help="JSON map pattern -> ms")] = None,
     drain_timeout: Annotated[float | None, typer.Option()] = None,
+    webhook_timeout: Annotated[float | None, typer.Option(help="s per webhook attempt")] = None,
+    resources: Annotated[Path | None, typer.Option(help="resources file to apply")] = None,
     log_level: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Run the gateway (flags override the matching HERALD_* variables)."""
