@@ -9,6 +9,7 @@ from typing import Any
 import uvicorn
 
 from gateway.app import create_app
+from gateway.httpproto import HeraldHttp
 from gateway.wsproto import HeraldWebSocket
 from shared.config import Settings
 
@@ -19,7 +20,8 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         port=settings.port,
         ws=HeraldWebSocket,
         loop="uvloop",
-        http="httptools",
+        # httptools plus a request-head deadline and a cap on all open sockets.
+        http=HeraldHttp,
         lifespan="on",
         log_level=settings.log_level,
         access_log=False,
@@ -31,7 +33,7 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def build_config(settings: Settings) -> uvicorn.Config:
-    """uvicorn settings: Herald's `ws=` class, uvloop, httptools, bounded drain."""
+    """uvicorn settings: Herald's `http=` and `ws=` classes, uvloop, bounded drain."""
     return uvicorn.Config(create_app(settings), **_uvicorn_options(settings))
 
 

@@ -8,12 +8,13 @@ frames are built by `fanout.framing`.
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from fanout.framing import OP_BINARY, OP_CONT, OP_TEXT
+from fanout.framing import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 
 _apply_mask: Callable[[bytes, bytes], bytes] | None
 try:  # the C helper that websockets ships; a pure-Python fallback keeps us portable
@@ -22,7 +23,14 @@ except ImportError:  # pragma: no cover
     _apply_mask = None
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# The one application protocol Herald speaks (docs/protocol.md "Subprotocol").
+SUBPROTOCOL = "herald.v1"
 MAX_HANDSHAKE_BYTES = 16 * 1024
+# Empty continuation frames cost memory and CPU without adding payload bytes, so an
+# unfinished message is bounded by its frame count too, not only by `max_size`.
+MAX_FRAGMENTS = 1024
+_OPCODES = frozenset((OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG))
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 
 
 class ProtocolViolation(Exception):
@@ -32,6 +40,36 @@ class ProtocolViolation(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        # What `FrameParser.feed` parsed before the violation: handle it, then close.
+        self.messages: list[tuple[int, bytes]] = []
+
+
+def valid_close_code(code: int) -> bool:
+    """May a peer send `code`? RFC 6455 7.4.1/7.4.2 and the IANA registry.
+
+    1004 is reserved; 1005, 1006 and 1015 must never be sent; 1016–2999 are
+    unassigned; 3000–4999 belong to libraries and applications.
+    """
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+def check_close_payload(payload: bytes) -> None:
+    """Raise ProtocolViolation for a close body that RFC 6455 5.5.1 forbids."""
+    if not payload:
+        return
+    if len(payload) == 1:
+        raise ProtocolViolation(1002, "close payload of one byte")
+    if not valid_close_code(int.from_bytes(payload[:2], "big")):
+        raise ProtocolViolation(1002, "invalid close code")
+    _check_utf8(payload[2:], "close reason is not UTF-8")
+
+
+def _check_utf8(data: bytes, reason: str) -> None:
+    if not data.isascii():  # the common case costs one C scan and no allocation
+        try:
+            data.decode()
+        except UnicodeDecodeError:
+            raise ProtocolViolation(1007, reason) from None
 
 
 @dataclass(slots=True)
@@ -46,6 +84,12 @@ class Handshake:
     @property
     def key(self) -> str | None:
         return self.headers.get("sec-websocket-key")
+
+    @property
+    def subprotocols(self) -> list[str]:
+        """What the client offers in Sec-WebSocket-Protocol, in its order."""
+        offered = self.headers.get("sec-websocket-protocol", "")
+        return [p for p in (part.strip() for part in offered.split(",")) if p]
 
     def is_websocket_upgrade(self) -> bool:
         upgrade = self.headers.get("upgrade", "").lower()
@@ -72,7 +116,11 @@ def parse_handshake(raw: bytes) -> Handshake:
         name, sep, value = line.partition(":")
         if not sep:
             raise ProtocolViolation(1002, "malformed header")
-        headers[name.strip().lower()] = value.strip()
+        name = name.strip().lower()
+        value = value.strip()
+        # A repeated header is one comma-separated list (RFC 9110 5.3), e.g. two
+        # Sec-WebSocket-Protocol lines.
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
     url = urlsplit(target)
     return Handshake(method, url.path, parse_qs(url.query), headers)
 
@@ -82,14 +130,15 @@ def accept_value(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
 
 
-def response_101(key: str) -> bytes:
+def response_101(key: str, subprotocol: str | None = None) -> bytes:
     # No Sec-WebSocket-Extensions: permessage-deflate would make every socket's
     # frames different and defeat frame-once broadcast (docs/architecture.md).
+    protocol = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
     return (
         "HTTP/1.1 101 Switching Protocols\r\n"
         "Upgrade: websocket\r\n"
         "Connection: Upgrade\r\n"
-        f"Sec-WebSocket-Accept: {accept_value(key)}\r\n\r\n"
+        f"Sec-WebSocket-Accept: {accept_value(key)}\r\n{protocol}\r\n"
     ).encode()
 
 
@@ -114,73 +163,123 @@ class FrameParser:
     """Client frames in, whole messages and control frames out.
 
     Yields `(opcode, payload)`; fragmented messages are joined and reported with
-    their first opcode. Enforces masking, control-frame rules and `max_size`.
+    their first opcode. Enforces masking, opcodes, control-frame and close-frame
+    rules, UTF-8 of text (fragments are checked as they arrive, so a bad message
+    fails fast), `max_size` and `max_fragments`. After a violation the parser is
+    spent: the caller must fail the connection (RFC 6455 7.1.7).
     """
 
-    __slots__ = ("_buf", "_frag", "_frag_op", "_frag_size", "max_size")
+    __slots__ = (
+        "_buf",
+        "_frag",
+        "_frag_op",
+        "_frag_size",
+        "_utf8",
+        "max_fragments",
+        "max_size",
+    )
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, max_fragments: int = MAX_FRAGMENTS) -> None:
         self.max_size = max_size
+        self.max_fragments = max_fragments
         self._buf = bytearray()
         self._frag: list[bytes] | None = None
         self._frag_op = 0
         self._frag_size = 0
+        self._utf8: codecs.IncrementalDecoder | None = None
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """Parse what `data` completes; raise ProtocolViolation (with `.messages`)."""
+        out: list[tuple[int, bytes]] = []
+        try:
+            self._parse(data, out)
+        except ProtocolViolation as exc:
+            exc.messages = out
+            self._buf = bytearray()
+            self._frag = self._utf8 = None
+            raise
+        return out
+
+    def _parse(self, data: bytes, out: list[tuple[int, bytes]]) -> None:
         buf = self._buf
         buf += data
-        out: list[tuple[int, bytes]] = []
         pos = 0
         end = len(buf)
-        while end - pos >= 2:
-            b0 = buf[pos]
-            b1 = buf[pos + 1]
-            if b0 & 0x70:
-                raise ProtocolViolation(1002, "reserved bits set (no extension negotiated)")
-            if not b1 & 0x80:
-                raise ProtocolViolation(1002, "client frames must be masked")
-            opcode = b0 & 0x0F
-            n = b1 & 0x7F
-            head = 2
-            if n == 126:
-                if end - pos < 4:
+        try:
+            while end - pos >= 2:
+                b0 = buf[pos]
+                b1 = buf[pos + 1]
+                if b0 & 0x70:
+                    raise ProtocolViolation(1002, "reserved bits set (no extension negotiated)")
+                if not b1 & 0x80:
+                    raise ProtocolViolation(1002, "client frames must be masked")
+                opcode = b0 & 0x0F
+                if opcode not in _OPCODES:
+                    raise ProtocolViolation(1002, f"reserved opcode {opcode:#x}")
+                n = b1 & 0x7F
+                head = 2
+                if n == 126:
+                    if end - pos < 4:
+                        break
+                    n = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+                    head = 4
+                elif n == 127:
+                    if end - pos < 10:
+                        break
+                    n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                    head = 10
+                fin = b0 & 0x80
+                if opcode >= 0x8 and (not fin or n > 125):
+                    raise ProtocolViolation(1002, "control frames must be final and short")
+                if n > self.max_size or self._frag_size + n > self.max_size:
+                    raise ProtocolViolation(1009, "message too big")
+                start = pos + head + 4
+                if end - start < n:
                     break
-                n = int.from_bytes(buf[pos + 2 : pos + 4], "big")
-                head = 4
-            elif n == 127:
-                if end - pos < 10:
-                    break
-                n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                head = 10
-            fin = b0 & 0x80
-            if opcode >= 0x8 and (not fin or n > 125):
-                raise ProtocolViolation(1002, "control frames must be final and short")
-            if n > self.max_size or self._frag_size + n > self.max_size:
-                raise ProtocolViolation(1009, "message too big")
-            start = pos + head + 4
-            if end - start < n:
-                break
-            payload = unmask(bytes(buf[start : start + n]), bytes(buf[pos + head : start]))
-            pos = start + n
-            if opcode >= 0x8:
-                out.append((opcode, payload))
-            elif opcode == OP_CONT:
-                if self._frag is None:
-                    raise ProtocolViolation(1002, "continuation without a first frame")
-                self._frag.append(payload)
-                self._frag_size += n
-                if fin:
-                    out.append((self._frag_op, b"".join(self._frag)))
-                    self._frag, self._frag_size = None, 0
-            elif opcode in (OP_TEXT, OP_BINARY):
-                if self._frag is not None:
-                    raise ProtocolViolation(1002, "new message inside a fragmented one")
-                if fin:
+                payload = unmask(bytes(buf[start : start + n]), bytes(buf[pos + head : start]))
+                pos = start + n
+                if opcode >= 0x8:
+                    if opcode == OP_CLOSE:
+                        check_close_payload(payload)
                     out.append((opcode, payload))
+                elif opcode == OP_CONT:
+                    self._continue(payload, fin, out)
                 else:
-                    self._frag, self._frag_op, self._frag_size = [payload], opcode, n
-            else:
-                raise ProtocolViolation(1002, f"unknown opcode {opcode}")
-        if pos:
-            del buf[:pos]
-        return out
+                    self._start(opcode, payload, fin, out)
+        finally:
+            if pos:
+                del buf[:pos]
+
+    def _start(self, opcode: int, payload: bytes, fin: int, out: list[tuple[int, bytes]]) -> None:
+        if self._frag is not None:
+            raise ProtocolViolation(1002, "new message inside a fragmented one")
+        if fin:
+            if opcode == OP_TEXT:
+                _check_utf8(payload, "text frame is not UTF-8")
+            out.append((opcode, payload))
+            return
+        self._frag, self._frag_op, self._frag_size = [payload], opcode, len(payload)
+        if opcode == OP_TEXT:
+            self._utf8 = _Utf8Decoder()
+            self._decode(payload, False)
+
+    def _continue(self, payload: bytes, fin: int, out: list[tuple[int, bytes]]) -> None:
+        frag = self._frag
+        if frag is None:
+            raise ProtocolViolation(1002, "continuation without a first frame")
+        if len(frag) >= self.max_fragments:
+            raise ProtocolViolation(1009, "too many fragments in one message")
+        frag.append(payload)
+        self._frag_size += len(payload)
+        if self._utf8 is not None:
+            self._decode(payload, bool(fin))
+        if fin:
+            out.append((self._frag_op, b"".join(frag)))
+            self._frag, self._frag_size, self._utf8 = None, 0, None
+
+    def _decode(self, payload: bytes, final: bool) -> None:
+        assert self._utf8 is not None
+        try:
+            self._utf8.decode(payload, final)
+        except UnicodeDecodeError:
+            raise ProtocolViolation(1007, "text message is not UTF-8") from None

@@ -31,6 +31,7 @@ from fanout.framing import (
 )
 from gateway.wscodec import (
     MAX_HANDSHAKE_BYTES,
+    SUBPROTOCOL,
     FrameParser,
     ProtocolViolation,
     http_error,
@@ -138,12 +139,17 @@ class HeraldWebSocket(asyncio.Protocol):
         try:
             messages = self._parser.feed(data)
         except ProtocolViolation as exc:
-            # RFC 6455 7.1.7 "fail the connection": the parser cannot resync, so send
-            # the close frame and drop TCP once it is flushed.
+            # RFC 6455 7.1.7 "fail the connection": the parser cannot resync, so act on
+            # what came before the bad frame, send the close frame and drop TCP once
+            # it is flushed.
             self._parser = None
+            self._dispatch(exc.messages)
             self.close(exc.code, exc.reason)
             self.transport.close()
             return
+        self._dispatch(messages)
+
+    def _dispatch(self, messages: list[tuple[int, bytes]]) -> None:
         for opcode, payload in messages:
             if self._state == _CLOSED:
                 return
@@ -156,7 +162,10 @@ class HeraldWebSocket(asyncio.Protocol):
             elif opcode == OP_CLOSE:
                 self._on_close_frame(payload)
             elif opcode == OP_BINARY:
-                self._bad_input(None, InvalidRequest("binary frames are not supported"))
+                self._on_binary(payload)
+
+    def _on_binary(self, payload: bytes) -> None:
+        self._bad_input(None, InvalidRequest("binary frames are not supported"))
 
     def pause_writing(self) -> None:
         """Flow control is the hub's send-buffer limit, not asyncio's high-water mark."""
@@ -202,6 +211,14 @@ class HeraldWebSocket(asyncio.Protocol):
                 "Sec-WebSocket-Version: 13\r\n",
             )
             return
+        # RFC 6455 4.2.2: answer one offered subprotocol, or refuse; browsers abort a
+        # connection whose offer is ignored.
+        offered = hs.subprotocols
+        if offered and SUBPROTOCOL not in offered:
+            self._reject(
+                400, "Bad Request", "invalid_request", f"unsupported subprotocol: use {SUBPROTOCOL}"
+            )
+            return
         if not self.node.ready():
             self._reject(
                 503,
@@ -220,7 +237,7 @@ class HeraldWebSocket(asyncio.Protocol):
                 "Retry-After: 1\r\n",
             )
             return
-        self.transport.write(response_101(key))
+        self.transport.write(response_101(key, SUBPROTOCOL if offered else None))
         self._parser = FrameParser(self.node.settings.max_frame_bytes)
         self.last_seen = self.edge.loop.time()
         self.edge.connected(self)
@@ -297,10 +314,11 @@ class HeraldWebSocket(asyncio.Protocol):
 
     def _on_close_frame(self, payload: bytes) -> None:
         if self._state != _CLOSING:
+            # The parser refused invalid codes (1002), so echo the peer's (RFC 6455 5.5.1).
             code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else CLOSE_NORMAL
             self._state = _CLOSING
             self.node.hub.remove_sink(self)
-            self.transport.write(close_frame(code if code < 5000 else CLOSE_NORMAL))
+            self.transport.write(close_frame(code))
         self.transport.close()
 
     def shutdown(self) -> None:

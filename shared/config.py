@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     ping_interval: float = Field(default=25.0, gt=0)
     ping_timeout: float = Field(default=20.0, gt=0)
     auth_timeout: float = Field(default=5.0, gt=0)
+    # Seconds a client has to send a complete request head (upgrade or HTTP); a
+    # socket that stays silent or half-sent is answered 408 and closed.
+    handshake_timeout: float = Field(default=10.0, gt=0)
     send_buffer_bytes: int = Field(default=1 << 20, ge=1024)
     slow_consumer: Literal["drop", "disconnect"] = "drop"
     max_connections: int = Field(default=100_000, ge=1)

@@ -141,3 +141,23 @@ def close_code(frames: list[tuple[int, bytes]]) -> int | None:
         if op == 0x8 and len(payload) >= 2:
             return int(struct.unpack("!H", payload[:2])[0])
     return None
+
+
+def client_frame(
+    opcode: int, payload: bytes, fin: bool = True, mask: bool = True, key: bytes | None = None
+) -> bytes:
+    """One client frame, masked (with `key`, else a random one) unless `mask` is False."""
+    first = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        head = bytes((first, mbit | n))
+    elif n < 65536:
+        head = struct.pack("!BBH", first, mbit | 126, n)
+    else:
+        head = struct.pack("!BBQ", first, mbit | 127, n)
+    if not mask:
+        return head + payload
+    key = key or os.urandom(4)
+    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return head + key + body

@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 import os
-import struct
 
 import pytest
 
 from fanout.framing import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT
 from gateway.wscodec import FrameParser, ProtocolViolation, accept_value, parse_handshake
-
-
-def client_frame(opcode: int, payload: bytes, fin: bool = True, mask: bool = True) -> bytes:
-    first = (0x80 if fin else 0) | opcode
-    n = len(payload)
-    mbit = 0x80 if mask else 0
-    if n < 126:
-        head = bytes((first, mbit | n))
-    elif n < 65536:
-        head = struct.pack("!BBH", first, mbit | 126, n)
-    else:
-        head = struct.pack("!BBQ", first, mbit | 127, n)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return head + key + body
+from wsclient import client_frame
 
 
 def test_rfc_accept_example() -> None:
