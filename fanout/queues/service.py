@@ -12,6 +12,7 @@ import abc
 import asyncio
 import builtins
 import contextlib
+import hashlib
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -95,6 +96,16 @@ class QueueSubscription:
             out["status"] = "confirmed" if hook.get("confirmed", True) else "pending_confirmation"
             out["secret_hash"] = secret_hash(hook["secret"])
         return out
+
+
+def subscription_id(pattern: str, target: str, canonical_filter: str) -> str:
+    """The id of a subscription, derived from what identifies it.
+
+    Gateways that declare the same subscription at once (HERALD_RESOURCES on every
+    pod of a rollout) then write one record, not two that would both deliver.
+    """
+    digest = hashlib.sha256(f"{pattern}\0{target}\0{canonical_filter}".encode())
+    return "sub_" + digest.hexdigest()[:16]
 
 
 class QueueService(abc.ABC):
@@ -341,7 +352,7 @@ class QueueService(abc.ABC):
                 return sub.public()
         policy = dict(filter_policy) if filter_policy else None
         sub = QueueSubscription(
-            "sub_" + secrets.token_hex(8), pattern, queue, policy, self.now_ms()
+            subscription_id(pattern, queue, flt.canonical), pattern, queue, policy, self.now_ms()
         )
         await self._save_subscription(sub)
         self._install_subscriptions(await self._load_subscriptions())
@@ -392,7 +403,7 @@ class QueueService(abc.ABC):
                 existing.created_at, hook,
             )  # fmt: skip
         else:
-            sub_id = "sub_" + secrets.token_hex(8)
+            sub_id = subscription_id(pattern, hook["endpoint"], flt.canonical)
             hook["confirmed"] = not confirm
             hook["token"] = secrets.token_urlsafe(24) if confirm else None
             queue = f"_webhook-{sub_id}"

@@ -24,7 +24,9 @@ def herald_apply(server: HeraldServer, *args: str, env: dict[str, str]) -> str:
         cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    return out.stdout
+    note, _, rest = out.stdout.partition("\n")  # the example declares history rules
+    assert note == "# history rules are applied at gateway start-up only (HERALD_RESOURCES)"
+    return rest
 
 
 def state(server: HeraldServer) -> tuple[list[str], list[str]]:
