@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -49,6 +50,14 @@ def signed_headers(secret: str, msg_id: str, body: bytes, kind: str) -> dict[str
         "Herald-Timestamp": ts,
         "Herald-Signature": sign(secret, ts, body),
     }
+
+
+def endpoint_label(url: str) -> str:
+    """The endpoint as a metric label: no user:password, query or fragment (credentials)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 @dataclass(slots=True)
@@ -125,7 +134,7 @@ class WebhookDispatcher:
                 self._workers.pop(sub_id).cancel()
         for sub_id, sub in subs.items():
             hook = sub.webhook or {}
-            self.stats.setdefault(sub_id, HookStats(hook.get("endpoint", "")))
+            self.stats.setdefault(sub_id, HookStats(endpoint_label(hook.get("endpoint", ""))))
             rate = hook.get("delivery_policy", {}).get("maxReceivesPerSecond")
             if sub_id not in self._throttles or self._throttles[sub_id].rate != rate:
                 self._throttles[sub_id] = Throttle(rate)
@@ -176,7 +185,7 @@ class WebhookDispatcher:
         headers["Herald-Attempt"] = str(msg["receive_count"])
         status, error = await self._post(hook["endpoint"], body, headers)
         outcome = classify(status, error, msg["receive_count"], policy)
-        stats = self.stats.setdefault(sub.id, HookStats(hook["endpoint"]))
+        stats = self.stats.setdefault(sub.id, HookStats(endpoint_label(hook["endpoint"])))
         if outcome.action == "ack":
             stats.delivered += 1
             ts = envelope.get("ts")

@@ -77,3 +77,10 @@ def test_throttle_spaces_starts_with_injected_clock() -> None:
     assert Throttle(None).reserve(5.0) == 0.0
     idle = Throttle(2.0)
     assert idle.reserve(0.0) == 0.0 and idle.reserve(10.0) == 0.0  # no burst debt
+
+
+def test_endpoint_label_drops_credentials() -> None:
+    from gateway.webhooks import endpoint_label
+
+    assert endpoint_label("https://u:pw@h.example:8443/hook?key=abc#x") == (
+        "https://h.example:8443/hook")
