@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from fanout.queues.model import validate_name
+from fanout.queues.model import is_fifo_name, validate_name
 from shared.errors import InvalidRequest
 
 BACKOFF_FUNCTIONS = ("linear", "arithmetic", "geometric", "exponential")
@@ -242,6 +242,8 @@ def webhook_settings(
         if not isinstance(dead_letter, Mapping) or set(dead_letter) != {"queue"}:
             raise InvalidRequest("'dead_letter' must be {\"queue\": name}")
         dlq = {"queue": validate_name(dead_letter["queue"])}
+        if is_fifo_name(dlq["queue"]):  # a webhook has no group id to send it with
+            raise InvalidRequest("a webhook's dead-letter queue must be a standard queue")
     return {
         "endpoint": endpoint,
         "delivery_policy": parse_policy(delivery_policy).as_dict(),

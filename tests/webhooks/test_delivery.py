@@ -137,6 +137,7 @@ def test_subscription_api_refuses_bad_input(servers: list[HeraldServer]) -> None
         {"topic": "t", "endpoint": "http://x/h", "secret": ""},
         {"topic": "t", "queue": "q", "secret": "s"},
         {"topic": "t..", "endpoint": "http://x/h"},
+        {"topic": "t", "endpoint": "http://x/h", "dead_letter": {"queue": "d.fifo"}},
     ]
     for body in bad:
         r = httpx.post(server.http + "/v1/subscriptions", json=body, timeout=5)
