@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import math
@@ -21,7 +22,7 @@ from gateway.commands import HANDLERS
 from gateway.edge import Edge
 from gateway.http_api import router
 from gateway.responses import JSONBytes
-from shared.config import Settings
+from shared.config import HistoryRule, Settings
 from shared.errors import HeraldError, PayloadTooLarge, RateLimited
 from shared.jsonvalue import json_safe
 
@@ -116,16 +117,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         node = Node(settings, make_backplane(settings), queues=make_queues(settings))
+        tasks: list[asyncio.Task[None]] = []
         await node.start()
         if node.queues is not None:
+            from gateway.apply import apply_file, follow_history_rules
             from gateway.webhooks import WebhookDispatcher
 
             if settings.resources is not None:
-                from gateway.apply import apply_file
-
-                await apply_file(node.queues, settings.resources, settings)
+                await apply_file(node.queues, settings.resources)
             node.webhooks = WebhookDispatcher(node.queues, timeout_s=settings.webhook_timeout)
             await node.webhooks.start()
+            env_rules = list(settings.history)
+            settings.history = [
+                *(HistoryRule(**r) for r in await node.queues.history_rules()),
+                *env_rules,
+            ]
+            tasks.append(
+                asyncio.create_task(follow_history_rules(node.queues, settings, env_rules))
+            )
         edge = Edge(node, HANDLERS)
         edge.start()
         app.state.node = node
@@ -139,6 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # uvicorn hands this state to the WebSocket protocol (`app_state`).
             yield {"edge": edge}
         finally:
+            for task in tasks:
+                task.cancel()
             await edge.stop()
             if node.webhooks is not None:
                 await node.webhooks.close()

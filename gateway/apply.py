@@ -10,6 +10,8 @@ internal `_webhook-*` queues, which belong to their subscriptions).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -22,9 +24,10 @@ import yaml  # type: ignore[import-untyped]
 
 from fanout.queues.webhook_policy import parse_policy, secret_hash
 from shared.config import HistoryRule
-from shared.errors import InvalidRequest
+from shared.errors import HeraldError, InvalidRequest
 
 INTERNAL_PREFIX = "_webhook-"
+HISTORY_SYNC_S = 1.0
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TOP = {"queues", "subscriptions", "history"}
 
@@ -35,7 +38,7 @@ class Resources:
 
     queues: dict[str, dict[str, Any]] = field(default_factory=dict)
     subscriptions: list[dict[str, Any]] = field(default_factory=list)
-    history: list[HistoryRule] = field(default_factory=list)
+    history: list[HistoryRule] | None = None  # None: the file does not declare them
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,8 @@ def load(path: Path) -> Resources:
         if not isinstance(s, Mapping) or ("queue" in s) == ("endpoint" in s):
             raise InvalidRequest("each subscription needs a 'topic' and one of queue/endpoint")
         res.subscriptions.append(dict(s))
-    res.history = [HistoryRule(**h) for h in data.get("history") or []]
+    if "history" in data:
+        res.history = [HistoryRule(**h) for h in data.get("history") or []]
     return res
 
 
@@ -97,9 +101,14 @@ def plan(
     subs: Sequence[Mapping[str, Any]],
     *,
     prune: bool,
+    history: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[Step]:
-    """The steps that make `queues` and `subs` (current state) match `res`."""
+    """The steps that make `queues`, `subs` and `history` (current state) match `res`."""
     steps: list[Step] = []
+    if res.history is not None:
+        want_rules = [r.model_dump() for r in res.history]
+        if want_rules != list(history or []):
+            steps.append(Step("update", "history", "rules", {"rules": want_rules}))
     # Dead-letter targets first: a queue's DLQ must exist before the queue names it.
     dlqs = {(a.get("dead_letter") or {}).get("queue") for a in res.queues.values()}
     for name in sorted(res.queues, key=lambda n: (n not in dlqs, n)):
@@ -133,10 +142,14 @@ def plan(
     return steps
 
 
+# Current queues by name, subscriptions, declared history rules.
+State = tuple[dict[str, dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
+
+
 class Target(Protocol):
     """Where a plan runs: a gateway over HTTP, or the queue service in-process."""
 
-    async def state(self) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]: ...
+    async def state(self) -> State: ...
 
     async def run(self, step: Step) -> None: ...
 
@@ -147,14 +160,16 @@ class ServiceTarget:
     def __init__(self, svc: Any) -> None:
         self.svc = svc
 
-    async def state(self) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    async def state(self) -> State:
         names = list(await self.svc.stats())
         queues = {n: await self.svc.get(n) for n in names}
-        return queues, await self.svc.list_subscriptions()
+        return queues, await self.svc.list_subscriptions(), await self.svc.history_rules()
 
     async def run(self, step: Step) -> None:
         body = step.body or {}
-        if step.kind == "queue":
+        if step.kind == "history":
+            await self.svc.set_history_rules(body["rules"])
+        elif step.kind == "queue":
             if step.op == "delete":
                 await self.svc.delete(step.name)
             else:
@@ -180,23 +195,30 @@ class ServiceTarget:
 
 async def apply(target: Target, res: Resources, *, prune: bool, dry_run: bool) -> list[Step]:
     """Plan against the target's current state and, unless `dry_run`, run the steps."""
-    queues, subs = await target.state()
-    steps = plan(res, queues, subs, prune=prune)
+    queues, subs, history = await target.state()
+    steps = plan(res, queues, subs, prune=prune, history=history)
     if not dry_run:
         for step in steps:
             await target.run(step)
     return steps
 
 
-async def apply_file(svc: Any, path: Path, settings: Any = None) -> list[Step]:
-    """Apply a resources file to this process's queue service (start-up).
+async def apply_file(svc: Any, path: Path) -> list[Step]:
+    """Apply a resources file to this process's queue service (start-up)."""
+    return await apply(ServiceTarget(svc), load(path), prune=False, dry_run=False)
 
-    History rules are process settings: they replace `settings.history`.
+
+async def follow_history_rules(svc: Any, settings: Any, env_rules: list[HistoryRule]) -> None:
+    """Keep `settings.history` = declared rules (from the store) + `HERALD_HISTORY` rules.
+
+    Declared rules come first, so a rule applied at runtime wins over the environment's.
+    Runs until cancelled; a store that is away keeps the last rules.
     """
-    res = load(path)
-    if settings is not None and res.history:
-        settings.history = res.history
-    return await apply(ServiceTarget(svc), res, prune=False, dry_run=False)
+    while True:
+        with contextlib.suppress(HeraldError):
+            declared = [HistoryRule(**r) for r in await svc.history_rules()]
+            settings.history = declared + env_rules
+        await asyncio.sleep(HISTORY_SYNC_S)
 
 
 class HttpTarget:
@@ -211,14 +233,17 @@ class HttpTarget:
             raise InvalidRequest(f"{method} {path}: {r.status_code} {r.text}")
         return r.json() if r.content else None
 
-    async def state(self) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    async def state(self) -> State:
         queues = {q["name"]: q for q in (await self._call("GET", "/v1/queues"))["queues"]}
         subs = (await self._call("GET", "/v1/subscriptions"))["subscriptions"]
-        return queues, subs
+        rules = (await self._call("GET", "/v1/history-rules"))["rules"]
+        return queues, subs, rules
 
     async def run(self, step: Step) -> None:
         body = step.body or {}
-        if step.kind == "queue":
+        if step.kind == "history":
+            await self._call("PUT", "/v1/history-rules", body)
+        elif step.kind == "queue":
             if step.op == "delete":
                 await self._call("DELETE", f"/v1/queues/{step.name}")
             else:

@@ -171,8 +171,6 @@ def apply_resources(
             return await apply(HttpTarget(client), load(file), prune=prune, dry_run=dry_run)
 
     steps = asyncio.run(run())
-    if load(file).history:
-        typer.echo("# history rules are applied at gateway start-up only (HERALD_RESOURCES)")
     for step in steps:
         typer.echo(step.line())
     verb = "would change" if dry_run else "changed"

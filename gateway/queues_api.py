@@ -391,3 +391,24 @@ async def confirm_subscription(sub_id: str, token: str, request: Request) -> dic
     if webhooks is not None:
         webhooks.changed()
     return out
+
+
+# ---- history rules ------------------------------------------------------------------------
+
+
+class HistoryRulesIO(_In):
+    rules: list[dict[str, Any]] = Field(
+        max_length=1000, description="as HERALD_HISTORY: {pattern, size?, ttl?}, first match wins"
+    )
+
+
+@router.get("/v1/history-rules", response_model=HistoryRulesIO, tags=["topics"])
+async def get_history_rules(svc: Queues) -> dict[str, Any]:
+    """History rules declared at runtime (checked before `HERALD_HISTORY`)."""
+    return {"rules": await svc.history_rules()}
+
+
+@router.put("/v1/history-rules", response_model=HistoryRulesIO, tags=["topics"])
+async def put_history_rules(req: HistoryRulesIO, svc: Queues) -> dict[str, Any]:
+    """Replace the declared history rules; every gateway follows within a second."""
+    return {"rules": await svc.set_history_rules(req.rules)}

@@ -88,6 +88,10 @@ class RedisKeys:
     def subscriptions_version(self) -> str:
         return f"{self._global}:subs:version"
 
+    def meta(self, key: str) -> str:
+        """A small global setting stored with the queues (e.g. history rules)."""
+        return f"{self._global}:meta:{key}"
+
     @property
     def subscriptions_channel(self) -> str:
         return f"{self.ns}:subs:changed"

@@ -509,6 +509,13 @@ class RedisQueueService(QueueService):
         args = [self.keys.subscriptions_channel, op, sub_id, value]
         return int(await self._global_script("subs_change", args))
 
+    async def _load_meta(self, key: str) -> bytes | None:
+        raw = await self._io(self._redis.get(self.keys.meta(key)))
+        return raw.encode() if isinstance(raw, str) else raw
+
+    async def _save_meta(self, key: str, value: bytes) -> None:
+        await self._io(self._redis.set(self.keys.meta(key), value))
+
     async def _save_subscription(self, sub: QueueSubscription) -> None:
         await self._change_subscription("set", sub.id, orjson.dumps(sub.as_dict()))
 

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from fanout.index import SubscriptionIndex
 from fanout.message import Message
@@ -40,6 +41,7 @@ from fanout.queues.model import (
     validate_name,
 )
 from fanout.queues.webhook_policy import secret_hash, webhook_settings
+from shared.config import HistoryRule
 from shared.errors import (
     HeraldError,
     InvalidRequest,
@@ -474,6 +476,23 @@ class QueueService(abc.ABC):
         await self._delete_subscription(sub.id)
         await self._save_subscription(sub)
 
+    # ---- history rules (declared at runtime, shared by every gateway) ----------------
+
+    async def history_rules(self) -> list[dict[str, Any]]:
+        """The declared history rules, in match order (`herald apply`)."""
+        raw = await self._load_meta("history_rules")
+        rules: list[dict[str, Any]] = orjson.loads(raw) if raw else []
+        return rules
+
+    async def set_history_rules(self, rules: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Replace the declared history rules (validated as `HERALD_HISTORY` rules)."""
+        try:
+            valid = [HistoryRule.model_validate(r).model_dump() for r in rules]
+        except ValidationError as exc:
+            raise InvalidRequest(f"invalid history rule: {exc.errors()[0]['msg']}") from None
+        await self._save_meta("history_rules", orjson.dumps(valid))
+        return valid
+
     async def list_subscriptions(self) -> list[dict[str, Any]]:
         subs = await self._load_subscriptions()
         self._install_subscriptions(subs)
@@ -602,6 +621,12 @@ class QueueService(abc.ABC):
 
     @abc.abstractmethod
     async def _redrive(self, dlq: str) -> int: ...
+
+    @abc.abstractmethod
+    async def _load_meta(self, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def _save_meta(self, key: str, value: bytes) -> None: ...
 
     @abc.abstractmethod
     async def _load_subscriptions(self) -> list[QueueSubscription]: ...

@@ -76,6 +76,10 @@ CREATE TABLE IF NOT EXISTS dedup (
     expires_at REAL NOT NULL,
     PRIMARY KEY (queue, dedup_id)
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS subscriptions (
     id TEXT PRIMARY KEY,
     topic TEXT NOT NULL,
@@ -574,6 +578,18 @@ class SqliteQueueService(QueueService):
             )
             for r in rows
         ]
+
+    async def _load_meta(self, key: str) -> bytes | None:
+        row = await self._run(
+            lambda c: c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone(),
+            write=False,
+        )
+        return bytes(row[0]) if row else None
+
+    async def _save_meta(self, key: str, value: bytes) -> None:
+        await self._run(
+            lambda c: c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        )
 
     async def _save_subscription(self, sub: QueueSubscription) -> None:
         policy = orjson.dumps(sub.filter_policy).decode() if sub.filter_policy else None

@@ -9,7 +9,7 @@ import time
 
 import httpx
 import orjson
-from helpers import drain, metric, publish, subscribe
+from helpers import drain, eventually, metric, publish, subscribe
 from receiver import Receiver
 
 from procs import ROOT, HeraldServer
@@ -24,9 +24,7 @@ def herald_apply(server: HeraldServer, *args: str, env: dict[str, str]) -> str:
         cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    note, _, rest = out.stdout.partition("\n")  # the example declares history rules
-    assert note == "# history rules are applied at gateway start-up only (HERALD_RESOURCES)"
-    return rest
+    return out.stdout
 
 
 def state(server: HeraldServer) -> tuple[list[str], list[str]]:
@@ -43,9 +41,18 @@ def test_apply_idempotent_dry_run_and_prune(
     env = {"ANALYTICS_WEBHOOK_URL": "http://127.0.0.1:9/hook", "ANALYTICS_WEBHOOK_SECRET": "k1"}
     dry = herald_apply(server, "--dry-run", env=env)
     assert "+ queue orders-fraud" in dry and "+ subscription orders.> -> orders-fraud" in dry
+    assert "~ history rules" in dry
     assert state(server) == ([], [])  # dry run changed nothing
+    publish(server, "orders.a", 0)
     first = herald_apply(server, env=env)
-    assert "changed 9 resource(s)" in first
+    assert "changed 10 resource(s)" in first
+    rules = httpx.get(server.http + "/v1/history-rules", timeout=5).json()["rules"]
+    assert rules == [{"pattern": "orders.>", "size": 1000, "ttl": None}]
+    def kept() -> list[object]:
+        publish(server, "orders.a", 1)
+        page = httpx.get(server.http + "/v1/topics/orders.a/history", timeout=5).json()
+        return [m["data"] for m in page["messages"]]
+    assert eventually(kept)[0] == 1  # the gateway follows the applied rule (not message 0)
     applied = state(server)
     fraud = httpx.get(server.http + "/v1/queues/orders-fraud", timeout=5).json()
     assert fraud["dead_letter"] == {"queue": "orders-fraud-dlq", "max_receive_count": 5}

@@ -6,9 +6,12 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from fanout.message import Message
 from fanout.queues import open_queue_service
 from procs import RedisServer
+from shared.errors import InvalidRequest
 
 
 async def test_two_gateways_declaring_one_webhook_write_one_subscription(
@@ -31,6 +34,11 @@ async def test_two_gateways_declaring_one_webhook_write_one_subscription(
         (hook,) = await a.webhook_subscriptions()
         msgs = await a.receive(hook.queue, max=10)
         assert [m["body"]["data"] for m in msgs] == [{"n": 1}]  # one copy, not two
+        rules = [{"pattern": "orders.>", "size": 10, "ttl": None}]
+        assert await a.set_history_rules(rules) == rules
+        assert await b.history_rules() == rules  # shared by every gateway
+        with pytest.raises(InvalidRequest):
+            await a.set_history_rules([{"pattern": "bad..", "size": 1}])
         await a.delete_subscription(hook.id)
         assert await a.list_subscriptions() == []
         assert hook.queue not in await a.stats()  # its internal queue went with it
@@ -52,5 +60,8 @@ async def test_sqlite_store_from_before_webhooks_is_migrated(tmp_path: Path) -> 
         assert [s["id"] for s in await svc.list_subscriptions()] == ["sub_old"]
         await svc.create_webhook_subscription("a.>", "https://h/x", None)
         assert len(await svc.webhook_subscriptions()) == 1
+        assert await svc.history_rules() == []
+        await svc.set_history_rules([{"pattern": "a.>", "ttl": 5}])
+        assert await svc.history_rules() == [{"pattern": "a.>", "size": None, "ttl": 5.0}]
     finally:
         await svc.close()
