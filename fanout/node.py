@@ -65,6 +65,8 @@ class Node:
         self.settings = settings
         self.backplane = backplane
         self.queues = queues
+        # The gateway's webhook dispatcher (gateway/webhooks.py), when queues are on.
+        self.webhooks: Any = None
         self.auth = Authenticator(
             jwt_secret=settings.jwt_secret,
             jwt_public_key=settings.jwt_public_key,
@@ -203,8 +205,9 @@ class Node:
     ) -> list[PublishOutcome | HeraldError]:
         """Publish each entry; a bad entry gets its error and does not fail the rest.
 
-        Backplane failures raise (the whole call answers 503): accepted means
-        delivered to the backplane and enqueued on every subscribed queue.
+        Backplane and store failures raise (the whole call answers 503): accepted
+        means delivered to the backplane and written to the queue store. A subscribed
+        queue that refuses its copy does not fail the publish (docs/queues.md).
         """
         results: list[PublishOutcome | HeraldError | None] = []
         items: list[PublishItem] = []

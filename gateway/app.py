@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import math
@@ -27,9 +28,10 @@ from gateway.http_api import router
 from gateway.metrics import RequestTimer, Telemetry
 from gateway.openapi import install_openapi
 from gateway.pages import router as pages_router
+from gateway.queues_api import confirm_router
 from gateway.queues_api import router as queues_router
 from gateway.responses import JSONBytes
-from shared.config import Settings, redact
+from shared.config import HistoryRule, Settings, redact
 from shared.errors import HeraldError, PayloadTooLarge, RateLimited
 from shared.jsonvalue import json_safe
 
@@ -188,7 +190,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         node = Node(settings, make_backplane(settings), queues=make_queues(settings))
+        tasks: list[asyncio.Task[None]] = []
         await node.start()
+        if node.queues is not None:
+            from gateway.apply import apply_file, follow_history_rules
+            from gateway.webhooks import WebhookDispatcher
+
+            if settings.resources is not None:
+                await apply_file(node.queues, settings.resources)
+            node.webhooks = WebhookDispatcher(node.queues, timeout_s=settings.webhook_timeout)
+            await node.webhooks.start()
+            env_rules = list(settings.history)
+            settings.history = [
+                *(HistoryRule(**r) for r in await node.queues.history_rules()),
+                *env_rules,
+            ]
+            tasks.append(
+                asyncio.create_task(follow_history_rules(node.queues, settings, env_rules))
+            )
         edge = Edge(node, HANDLERS)
         edge.start()
         app.state.node = node
@@ -215,7 +234,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # uvicorn hands this state to the WebSocket protocol (`app_state`).
             yield {"edge": edge}
         finally:
+            for task in tasks:
+                task.cancel()
             await edge.stop()
+            if node.webhooks is not None:
+                await node.webhooks.close()
             await node.stop()
 
     # Swagger UI and ReDoc come from the fastapi-offline wheel: /docs works offline.
@@ -235,6 +258,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(client_js_router)
     app.include_router(pages_router)
     app.include_router(queues_router)
+    app.include_router(confirm_router)
     # A batch of 500 messages at the size limit, plus JSON overhead.
     limit = max(settings.max_message_bytes * 501, 4 << 20)
     # The last added is the outermost: every answer, even a 413, carries CORS headers.

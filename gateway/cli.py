@@ -1,4 +1,4 @@
-"""The `herald` command: serve, publish, tail, queue, demo, bench."""
+"""The `herald` command: serve, publish, tail, queue, demo, apply."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import inspect
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -188,6 +189,43 @@ def demo(
     with contextlib.suppress(KeyboardInterrupt):
         sent = run(url, games, rate, duration, token, seed, echo=lambda s: typer.echo(s, err=True))
         typer.echo(f"published {sent} updates", err=True)
+
+
+@app.command("apply")
+def apply_resources(
+    file: Annotated[Path, typer.Option("-f", "--file", help="resources YAML file")],
+    dry_run: Annotated[bool, typer.Option(help="Print the changes, make none")] = False,
+    prune: Annotated[bool, typer.Option(help="Also delete what the file does not declare")] = False,
+    url: Url = "http://127.0.0.1:8080",
+    token: Token = None,
+) -> None:
+    """Create or update queues and subscriptions to match FILE (idempotent)."""
+    import httpx
+    import yaml  # type: ignore[import-untyped]
+
+    from gateway.apply import HttpTarget, apply, load
+    from shared.errors import HeraldError
+
+    try:
+        resources = load(file)
+    except (OSError, yaml.YAMLError, HeraldError) as exc:
+        fail(f"{file}: {exc}")
+
+    async def run() -> list[Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+            return await apply(HttpTarget(client), resources, prune=prune, dry_run=dry_run)
+
+    try:
+        steps = asyncio.run(run())
+    except httpx.TransportError as exc:
+        fail_unreachable(url, exc)
+    except HeraldError as exc:
+        fail(f"herald apply: {exc}")
+    for step in steps:
+        typer.echo(step.line())
+    verb = "would change" if dry_run else "changed"
+    typer.echo(f"{verb} {len(steps)} resource(s)" if steps else "no changes")
 
 
 def main() -> None:

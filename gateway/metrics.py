@@ -68,8 +68,9 @@ async def stats_snapshot(node: Node, edge: Edge) -> dict[str, Any]:
 
 
 class _Snapshot(Collector):
-    def __init__(self, stats: dict[str, Any]) -> None:
+    def __init__(self, stats: dict[str, Any], node: Node) -> None:
         self.stats = stats
+        self.node = node
 
     def collect(self) -> Iterator[Metric]:
         for key, value in self.stats.items():
@@ -79,6 +80,19 @@ class _Snapshot(Collector):
                 yield family(f"herald_{key}", doc, value=float(value))
         for name, value in self.stats.get("backplane", {}).items():
             yield CounterMetricFamily(f"herald_backplane_{name}", f"Backplane {name}", value=value)
+        svc = self.node.queues
+        if svc is not None:
+            refused = CounterMetricFamily(
+                "herald_fanout_refused",
+                "Fan-out copies a subscribed queue refused (full, too large); not the publisher's",
+                labels=["queue"],
+            )
+            for q, n in svc.fanout_refused.items():
+                refused.add_metric([q], float(n))
+            yield refused
+            webhooks = getattr(self.node, "webhooks", None)
+            if webhooks is not None:
+                yield from webhooks.metric_families()
         queues: dict[str, dict[str, Any]] = self.stats.get("queues") or {}
         if queues:
             for field, doc in _QUEUE_GAUGES.items():
@@ -141,5 +155,5 @@ class RequestTimer:
 async def render_metrics(node: Node, edge: Edge, telemetry: Telemetry) -> tuple[bytes, str]:
     """The Prometheus exposition of this process."""
     registry = CollectorRegistry()
-    registry.register(_Snapshot(await stats_snapshot(node, edge)))
+    registry.register(_Snapshot(await stats_snapshot(node, edge), node))
     return generate_latest(registry) + generate_latest(telemetry.registry), CONTENT_TYPE_LATEST

@@ -7,6 +7,7 @@ Errors are `HeraldError`s, rendered by the app's exception handler.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response, status
@@ -33,7 +34,7 @@ from fanout.queues.model import (
 from gateway.bodies import StrictJSONRoute
 from gateway.deps import get_node, require_admin
 from gateway.openapi import AUTH, errors
-from shared.errors import BackplaneUnavailable
+from shared.errors import BackplaneUnavailable, InvalidRequest
 
 # Every route authenticates (401/403) and needs the queue store (503).
 router = APIRouter(
@@ -194,22 +195,47 @@ class Moved(BaseModel):
     moved: int
 
 
+class WebhookDeadLetterIn(_In):
+    queue: str = Field(description="existing queue that receives exhausted messages")
+
+
 class SubscriptionIn(_In):
+    """A topic→queue subscription (`queue`) or a webhook subscription (`endpoint`)."""
+
     topic: str = Field(description="topic or pattern, e.g. orders.>")
-    queue: str
+    queue: str | None = Field(None, description="queue to enqueue on (queue form)")
+    endpoint: str | None = Field(None, description="http:// or https:// URL (webhook form)")
     filter_policy: dict[str, Any] | None = Field(None, description="SNS-style filter policy")
+    delivery_policy: dict[str, Any] | None = Field(
+        None, description="webhook: SNS HTTP/S delivery policy (numRetries, backoffFunction...)"
+    )
+    raw: bool = Field(False, description="webhook: POST only `data`, not the whole envelope")
+    secret: str | None = Field(None, description="webhook: HMAC key; generated when omitted")
+    dead_letter: WebhookDeadLetterIn | None = Field(None, description="webhook: DLQ")
+    confirm: bool = Field(False, description="webhook: endpoint must confirm first (SNS-style)")
 
 
 class SubscriptionOut(BaseModel):
     id: str
     topic: str
-    queue: str
+    queue: str | None
     filter_policy: dict[str, Any] | None
     created_at: int
+    endpoint: str | None = None
+    delivery_policy: dict[str, Any] | None = None
+    raw: bool | None = None
+    dead_letter: dict[str, Any] | None = None
+    status: str | None = Field(None, description="webhook: confirmed | pending_confirmation")
+    secret: str | None = Field(None, description="webhook: returned on create only")
+    secret_hash: str | None = Field(None, description="webhook: sha256(secret)[:16]")
 
 
 class SubscriptionList(BaseModel):
     subscriptions: list[SubscriptionOut]
+
+
+class ConfirmIn(_In):
+    token: str = Field(min_length=1, max_length=200)
 
 
 # ---- queues --------------------------------------------------------------------------------
@@ -342,9 +368,43 @@ async def redrive(name: str, svc: Queues) -> dict[str, Any]:
     tags=["subscriptions"],
     responses=errors(400, 404, 413),
 )
-async def create_subscription(req: SubscriptionIn, svc: Queues) -> dict[str, Any]:
-    """Enqueue every message published on matching topics (and passing the filter)."""
-    return await svc.create_subscription(req.topic, req.queue, req.filter_policy)
+async def create_subscription(req: SubscriptionIn, svc: Queues, request: Request) -> dict[str, Any]:
+    """Enqueue (queue form) or POST (webhook form) every matching published message."""
+    if (req.queue is None) == (req.endpoint is None):
+        raise InvalidRequest("give exactly one of 'queue' and 'endpoint'")
+    if req.queue is not None:
+        webhook_only = {"delivery_policy", "raw", "secret", "dead_letter", "confirm"}
+        if webhook_only & req.model_fields_set:
+            raise InvalidRequest(
+                "delivery_policy, raw, secret, dead_letter, confirm: webhooks only"
+            )
+        return await svc.create_subscription(req.topic, req.queue, req.filter_policy)
+    assert req.endpoint is not None
+    out = await svc.create_webhook_subscription(
+        req.topic,
+        req.endpoint,
+        req.filter_policy,
+        delivery_policy=req.delivery_policy,
+        raw=req.raw,
+        secret=req.secret,
+        dead_letter=req.dead_letter.model_dump() if req.dead_letter else None,
+        confirm=req.confirm,
+    )
+    webhooks = (await get_node(request)).webhooks
+    if webhooks is not None:
+        webhooks.changed()
+        token = out.pop("token", None)
+        if token is not None:
+            url = str(request.url_for("confirm_subscription", sub_id=out["id"]))
+            task = asyncio.create_task(
+                webhooks.send_confirmation(out["id"], f"{url}?token={token}")
+            )
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+    return out
+
+
+_background: set[asyncio.Task[None]] = set()
 
 
 @router.get("/v1/subscriptions", response_model=SubscriptionList, tags=["subscriptions"])
@@ -361,3 +421,54 @@ async def list_subscriptions(svc: Queues) -> dict[str, Any]:
 async def delete_subscription(sub_id: str, svc: Queues) -> Response:
     await svc.delete_subscription(sub_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+confirm_router = APIRouter()
+
+
+_CONFIRM: dict[str, Any] = {
+    "response_model": SubscriptionOut,
+    "tags": ["subscriptions"],
+    "responses": errors(400, 403, 404, 503),
+}
+
+
+# GET for a link followed by hand, POST for a program (as SNS's SubscribeURL).
+@confirm_router.post(
+    "/v1/subscriptions/{sub_id}/confirm", operation_id="confirm_subscription_post", **_CONFIRM
+)
+@confirm_router.get("/v1/subscriptions/{sub_id}/confirm", name="confirm_subscription", **_CONFIRM)
+async def confirm_subscription(sub_id: str, token: str, request: Request) -> dict[str, Any]:
+    """Confirm a webhook subscription; the token is the credential (as in SNS)."""
+    svc = await queues(request)
+    out = await svc.confirm_subscription(sub_id, token)
+    webhooks = (await get_node(request)).webhooks
+    if webhooks is not None:
+        webhooks.changed()
+    return out
+
+
+# ---- history rules ------------------------------------------------------------------------
+
+
+class HistoryRulesIO(_In):
+    rules: list[dict[str, Any]] = Field(
+        max_length=1000, description="as HERALD_HISTORY: {pattern, size?, ttl?}, first match wins"
+    )
+
+
+@router.get("/v1/history-rules", response_model=HistoryRulesIO, tags=["topics"])
+async def get_history_rules(svc: Queues) -> dict[str, Any]:
+    """History rules declared at runtime (checked before `HERALD_HISTORY`)."""
+    return {"rules": await svc.history_rules()}
+
+
+@router.put(
+    "/v1/history-rules",
+    response_model=HistoryRulesIO,
+    tags=["topics"],
+    responses=errors(400, 413),
+)
+async def put_history_rules(req: HistoryRulesIO, svc: Queues) -> dict[str, Any]:
+    """Replace the declared history rules; every gateway follows within a second."""
+    return {"rules": await svc.set_history_rules(req.rules)}

@@ -154,6 +154,13 @@ class Settings(BaseSettings):
         description='JSON map pattern -> minimum batch_ms, e.g. {"game.>":100}',
     )
 
+    webhook_timeout: float = Field(
+        default=15.0, gt=0, le=300, description="s bound on one webhook HTTP attempt"
+    )
+    resources: Path | None = Field(
+        default=None, description="resources file applied at start-up (docs/webhooks.md)"
+    )
+
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="critical, error, warning, info or debug"
     )

@@ -82,6 +82,10 @@ class RedisKeys:
         tag = "{q:" + name + "}"
         return [f"{self.ns}:{tag}:{part}" for part in QUEUE_PARTS]
 
+    def meta(self, key: str) -> str:
+        """A small global setting stored with the queues (e.g. history rules)."""
+        return f"{self._global}:meta:{key}"
+
     def wake_channel(self, name: str) -> str:
         return f"{self.ns}:wake:{name}"
 

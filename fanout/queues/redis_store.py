@@ -412,17 +412,19 @@ class RedisQueueService(QueueService):
         self._wake(name)
         return self._send_results(name, raw)
 
-    async def _enqueue(self, by_queue: dict[str, list[Entry]]) -> list[HeraldError]:
+    async def _enqueue(self, by_queue: dict[str, list[Entry]]) -> list[tuple[str, HeraldError]]:
         # One script per queue, all in one pipelined round trip.
         names = list(by_queue)
         results = await self._script_batch(
             [("send", name, self._send_args(by_queue[name])) for name in names]
         )
-        errors: list[HeraldError] = []
+        errors: list[tuple[str, HeraldError]] = []
         for name, raw in zip(names, results, strict=True):
             self._wake(name)
             with contextlib.suppress(QueueNotFound):  # deleted since subscribing
-                errors += [r["error"] for r in self._send_results(name, raw) if "error" in r]
+                errors += [
+                    (name, r["error"]) for r in self._send_results(name, raw) if "error" in r
+                ]
         return errors
 
     # ---- receiving ------------------------------------------------------------------
@@ -540,6 +542,13 @@ class RedisQueueService(QueueService):
         """Set or delete one subscription, bump the version and announce it, atomically."""
         args = [self.keys.subscriptions_channel, op, sub_id, value]
         return int(await self._global_script("subs_change", args))
+
+    async def _load_meta(self, key: str) -> bytes | None:
+        raw = await self._io(self._redis.get(self.keys.meta(key)))
+        return raw.encode() if isinstance(raw, str) else raw
+
+    async def _save_meta(self, key: str, value: bytes) -> None:
+        await self._io(self._redis.set(self.keys.meta(key), value))
 
     async def _save_subscription(self, sub: QueueSubscription) -> None:
         await self._change_subscription("set", sub.id, orjson.dumps(sub.as_dict()))

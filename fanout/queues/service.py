@@ -12,6 +12,7 @@ import abc
 import asyncio
 import builtins
 import contextlib
+import hashlib
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from fanout.index import SubscriptionIndex
 from fanout.message import Message
@@ -38,6 +40,8 @@ from fanout.queues.model import (
     split_receipt,
     validate_name,
 )
+from fanout.queues.webhook_policy import secret_hash, webhook_settings
+from shared.config import HistoryRule
 from shared.errors import (
     HeraldError,
     InvalidRequest,
@@ -69,9 +73,41 @@ class QueueSubscription:
     queue: str
     filter_policy: dict[str, Any] | None
     created_at: int  # Unix ms
+    # Webhook subscriptions: endpoint, delivery_policy, raw, secret, dead_letter,
+    # confirmed, token. `queue` is then the internal `_webhook-<id>` queue that holds
+    # the messages until they are delivered (durable on both engines).
+    webhook: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """The stored form (with the secret)."""
         return asdict(self)
+
+    def public(self) -> dict[str, Any]:
+        """The API form: webhook fields flattened, the secret and token left out."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "topic": self.topic,
+            "queue": self.queue,
+            "filter_policy": self.filter_policy,
+            "created_at": self.created_at,
+        }
+        if self.webhook is not None:
+            hook = self.webhook
+            out["queue"] = None
+            out |= {k: hook.get(k) for k in ("endpoint", "delivery_policy", "raw", "dead_letter")}
+            out["status"] = "confirmed" if hook.get("confirmed", True) else "pending_confirmation"
+            out["secret_hash"] = secret_hash(hook["secret"])
+        return out
+
+
+def subscription_id(pattern: str, target: str, canonical_filter: str) -> str:
+    """The id of a subscription, derived from what identifies it.
+
+    Gateways that declare the same subscription at once (HERALD_RESOURCES on every
+    pod of a rollout) then write one record, not two that would both deliver.
+    """
+    digest = hashlib.sha256(f"{pattern}\0{target}\0{canonical_filter}".encode())
+    return "sub_" + digest.hexdigest()[:16]
 
 
 class QueueService(abc.ABC):
@@ -88,6 +124,8 @@ class QueueService(abc.ABC):
         self._subs: dict[str, tuple[QueueSubscription, FilterPolicy]] = {}
         self._sub_index: SubscriptionIndex[str] = SubscriptionIndex()
         self._housekeeper: asyncio.Task[None] | None = None
+        # Fan-out copies a subscribed queue refused (full, too large), by queue.
+        self.fanout_refused: dict[str, int] = {}
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -337,27 +375,143 @@ class QueueService(abc.ABC):
         self._install_subscriptions(await self._load_subscriptions())
         for sub, other in self._subs.values():
             if sub.topic == pattern and sub.queue == queue and other.canonical == flt.canonical:
-                return sub.as_dict()
+                return sub.public()
         policy = dict(filter_policy) if filter_policy else None
         sub = QueueSubscription(
-            "sub_" + secrets.token_hex(8), pattern, queue, policy, self.now_ms()
+            subscription_id(pattern, queue, flt.canonical), pattern, queue, policy, self.now_ms()
         )
         await self._save_subscription(sub)
         self._install_subscriptions(await self._load_subscriptions())
-        return sub.as_dict()
+        return sub.public()
+
+    async def create_webhook_subscription(
+        self,
+        topic_pattern: str,
+        endpoint: str,
+        filter_policy: Mapping[str, Any] | None,
+        *,
+        delivery_policy: Mapping[str, Any] | None = None,
+        raw: bool = False,
+        secret: str | None = None,
+        dead_letter: Mapping[str, Any] | None = None,
+        confirm: bool = False,
+    ) -> dict[str, Any]:
+        """Subscribe an HTTP(S) endpoint; the same (topic, endpoint, filter) is updated.
+
+        Returns the API form, plus `secret` (generated when not given) and, when
+        confirmation is required, the `token` the endpoint must echo back.
+        """
+        pattern = validate_pattern(topic_pattern)
+        flt = compile_filter(filter_policy)
+        hook = webhook_settings(endpoint, delivery_policy, raw, secret, dead_letter)
+        if hook["dead_letter"] is not None:
+            dlq = hook["dead_letter"]["queue"]
+            if await self._load_attrs(dlq) is None:
+                raise QueueNotFound(f"queue {dlq!r} does not exist", details={"queue": dlq})
+        self._install_subscriptions(await self._load_subscriptions())
+        existing = next(
+            (
+                sub
+                for sub, other in self._subs.values()
+                if sub.webhook is not None
+                and sub.topic == pattern
+                and sub.webhook["endpoint"] == hook["endpoint"]
+                and other.canonical == flt.canonical
+            ),
+            None,
+        )
+        if existing is not None and existing.webhook is not None:
+            old = existing.webhook
+            hook["secret"] = secret or old["secret"]
+            hook["confirmed"], hook["token"] = old.get("confirmed", True), old.get("token")
+            sub = QueueSubscription(
+                existing.id, pattern, existing.queue, existing.filter_policy,
+                existing.created_at, hook,
+            )  # fmt: skip
+        else:
+            sub_id = subscription_id(pattern, hook["endpoint"], flt.canonical)
+            hook["confirmed"] = not confirm
+            hook["token"] = secrets.token_urlsafe(24) if confirm else None
+            queue = f"_webhook-{sub_id}"
+            # Visibility covers one bounded attempt; a crashed gateway's message
+            # comes back after it and is delivered by another.
+            await self.create_or_update(queue, {"visibility_timeout": 120})
+            policy = dict(filter_policy) if filter_policy else None
+            sub = QueueSubscription(sub_id, pattern, queue, policy, self.now_ms(), hook)
+        if existing is None or existing.webhook != hook:
+            await self._replace_subscription(sub)
+        self._install_subscriptions(await self._load_subscriptions())
+        out = sub.public() | {"secret": hook["secret"]}
+        if not hook["confirmed"]:
+            out["token"] = hook["token"]
+        return out
+
+    async def confirm_subscription(self, sub_id: str, token: str) -> dict[str, Any]:
+        """Confirm a webhook subscription with the token it was sent (SNS-style)."""
+        sub = await self.get_subscription(sub_id)
+        hook = sub.webhook
+        if hook is None or not hook.get("token") or not isinstance(token, str):
+            raise InvalidRequest("this subscription needs no confirmation")
+        if not secrets.compare_digest(hook["token"], token):
+            raise InvalidRequest("wrong confirmation token", code="invalid_token")
+        if not hook.get("confirmed"):
+            confirmed = QueueSubscription(
+                sub.id, sub.topic, sub.queue, sub.filter_policy, sub.created_at,
+                hook | {"confirmed": True},
+            )  # fmt: skip
+            await self._replace_subscription(confirmed)
+            self._install_subscriptions(await self._load_subscriptions())
+            sub = confirmed
+        return sub.public()
+
+    async def get_subscription(self, sub_id: str) -> QueueSubscription:
+        for sub in await self._load_subscriptions():
+            if sub.id == sub_id:
+                return sub
+        raise NotFound(
+            f"subscription {sub_id!r} does not exist",
+            code="subscription_not_found",
+            details={"id": sub_id},
+        )
+
+    async def webhook_subscriptions(self) -> list[QueueSubscription]:
+        """Every webhook subscription, as stored (with secrets), for the delivery loop."""
+        subs = await self._load_subscriptions()
+        self._install_subscriptions(subs)
+        return [s for s in subs if s.webhook is not None]
+
+    async def _replace_subscription(self, sub: QueueSubscription) -> None:
+        await self._delete_subscription(sub.id)
+        await self._save_subscription(sub)
+
+    # ---- history rules (declared at runtime, shared by every gateway) ----------------
+
+    async def history_rules(self) -> list[dict[str, Any]]:
+        """The declared history rules, in match order (`herald apply`)."""
+        raw = await self._load_meta("history_rules")
+        rules: list[dict[str, Any]] = orjson.loads(raw) if raw else []
+        return rules
+
+    async def set_history_rules(self, rules: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Replace the declared history rules (validated as `HERALD_HISTORY` rules)."""
+        try:
+            valid = [HistoryRule.model_validate(r).model_dump() for r in rules]
+        except ValidationError as exc:
+            raise InvalidRequest(f"invalid history rule: {exc.errors()[0]['msg']}") from None
+        await self._save_meta("history_rules", orjson.dumps(valid))
+        return valid
 
     async def list_subscriptions(self) -> list[dict[str, Any]]:
         subs = await self._load_subscriptions()
         self._install_subscriptions(subs)
-        return [s.as_dict() for s in sorted(subs, key=lambda s: (s.created_at, s.id))]
+        return [s.public() for s in sorted(subs, key=lambda s: (s.created_at, s.id))]
 
     async def delete_subscription(self, sub_id: str) -> None:
-        if not await self._delete_subscription(sub_id):
-            raise NotFound(
-                f"subscription {sub_id!r} does not exist",
-                code="subscription_not_found",
-                details={"id": sub_id},
-            )
+        sub = await self.get_subscription(sub_id)
+        await self._delete_subscription(sub_id)
+        if sub.webhook is not None:
+            with contextlib.suppress(QueueNotFound):
+                await self._delete(sub.queue)
         self._install_subscriptions(await self._load_subscriptions())
 
     def _install_subscriptions(self, subs: list[QueueSubscription]) -> None:
@@ -376,9 +530,11 @@ class QueueService(abc.ABC):
         """Durably enqueue published messages on every matching subscribed queue.
 
         Called before a publish is acknowledged. Each (message, queue) pair is
-        enqueued atomically; when a queue refuses (full, too large) the others are
-        still written and the first refusal is raised, so the publisher retries
-        (at-least-once: other queues may then see that message twice).
+        enqueued atomically. A queue that refuses (full, too large) is that
+        subscription's problem, not the publisher's: it is counted in
+        `fanout_refused` (and logged), the others are written, and nothing is
+        raised, so a publisher never retries into duplicates. Only a store failure
+        raises (the message was not accepted).
         """
         if not self._subs:
             return
@@ -387,6 +543,8 @@ class QueueService(abc.ABC):
             queues: dict[str, None] = {}
             for sid in self._sub_index.match(msg.topic):
                 sub, flt = self._subs[sid]
+                if sub.webhook is not None and not sub.webhook.get("confirmed", True):
+                    continue  # SNS: a pending subscription receives nothing
                 if sub.queue not in queues and flt.matches(msg.attributes):
                     queues[sub.queue] = None
             if not queues:
@@ -410,9 +568,9 @@ class QueueService(abc.ABC):
                     )
                 )
         if by_queue:
-            errors = await self._enqueue(by_queue)
-            if errors:
-                raise errors[0]
+            for queue, err in await self._enqueue(by_queue):
+                self.fanout_refused[queue] = self.fanout_refused.get(queue, 0) + 1
+                log.warning("fanout to queue %s refused: %s", queue, err.code)
 
     # ---- the store's atomic steps --------------------------------------------------
 
@@ -452,8 +610,8 @@ class QueueService(abc.ABC):
         """Per entry `{"id"}` or `{"error": HeraldError}`; QueueNotFound for the queue."""
 
     @abc.abstractmethod
-    async def _enqueue(self, by_queue: dict[str, list[Entry]]) -> list[HeraldError]:
-        """Fan-out writes; a missing queue is skipped, refusals are returned."""
+    async def _enqueue(self, by_queue: dict[str, list[Entry]]) -> list[tuple[str, HeraldError]]:
+        """Fan-out writes; a missing queue is skipped, refusals come back as (queue, error)."""
 
     @abc.abstractmethod
     async def _receive_once(
@@ -475,6 +633,12 @@ class QueueService(abc.ABC):
     @abc.abstractmethod
     async def _peek(self, name: str, count: int) -> list[dict[str, Any]]:
         """`{id, body, attributes, receive_count, sent_at, source}`, oldest first."""
+
+    @abc.abstractmethod
+    async def _load_meta(self, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def _save_meta(self, key: str, value: bytes) -> None: ...
 
     @abc.abstractmethod
     async def _load_subscriptions(self) -> list[QueueSubscription]: ...

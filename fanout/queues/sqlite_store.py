@@ -76,12 +76,17 @@ CREATE TABLE IF NOT EXISTS dedup (
     expires_at REAL NOT NULL,
     PRIMARY KEY (queue, dedup_id)
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS subscriptions (
     id TEXT PRIMARY KEY,
     topic TEXT NOT NULL,
     queue TEXT NOT NULL,
     filter_policy TEXT,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    webhook TEXT
 );
 """
 
@@ -162,6 +167,9 @@ class SqliteQueueService(QueueService):
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(_SCHEMA)
+            cols = {r[1] for r in conn.execute("PRAGMA table_info(subscriptions)")}
+            if "webhook" not in cols:  # a store written before webhook subscriptions
+                conn.execute("ALTER TABLE subscriptions ADD COLUMN webhook TEXT")
             self._conn = conn
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
@@ -363,17 +371,19 @@ class SqliteQueueService(QueueService):
         self._wake(name)
         return results
 
-    async def _enqueue(self, by_queue: dict[str, list[Entry]]) -> list[HeraldError]:
+    async def _enqueue(self, by_queue: dict[str, list[Entry]]) -> list[tuple[str, HeraldError]]:
         now = self.clock()
 
-        def enqueue(conn: sqlite3.Connection) -> list[HeraldError]:
-            errors: list[HeraldError] = []
+        def enqueue(conn: sqlite3.Connection) -> list[tuple[str, HeraldError]]:
+            errors: list[tuple[str, HeraldError]] = []
             for name, entries in by_queue.items():
                 attrs = self._attrs(conn, name)
                 if attrs is None:  # deleted since the subscription was read
                     continue
                 errors += [
-                    r["error"] for r in self._insert(conn, attrs, entries, now) if "error" in r
+                    (name, r["error"])
+                    for r in self._insert(conn, attrs, entries, now)
+                    if "error" in r
                 ]
             return errors
 
@@ -575,21 +585,41 @@ class SqliteQueueService(QueueService):
     async def _load_subscriptions(self) -> list[QueueSubscription]:
         rows = await self._run(
             lambda c: c.execute(
-                "SELECT id, topic, queue, filter_policy, created_at FROM subscriptions"
+                "SELECT id, topic, queue, filter_policy, created_at, webhook FROM subscriptions"
             ).fetchall(),
             write=False,
         )
         return [
-            QueueSubscription(r[0], r[1], r[2], orjson.loads(r[3]) if r[3] else None, r[4])
+            QueueSubscription(
+                r[0],
+                r[1],
+                r[2],
+                orjson.loads(r[3]) if r[3] else None,
+                r[4],
+                orjson.loads(r[5]) if r[5] else None,
+            )
             for r in rows
         ]
 
+    async def _load_meta(self, key: str) -> bytes | None:
+        row = await self._run(
+            lambda c: c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone(),
+            write=False,
+        )
+        return bytes(row[0]) if row else None
+
+    async def _save_meta(self, key: str, value: bytes) -> None:
+        await self._run(
+            lambda c: c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        )
+
     async def _save_subscription(self, sub: QueueSubscription) -> None:
         policy = orjson.dumps(sub.filter_policy).decode() if sub.filter_policy else None
+        hook = orjson.dumps(sub.webhook).decode() if sub.webhook else None
         await self._run(
             lambda c: c.execute(
-                "INSERT INTO subscriptions VALUES (?, ?, ?, ?, ?)",
-                (sub.id, sub.topic, sub.queue, policy, sub.created_at),
+                "INSERT INTO subscriptions VALUES (?, ?, ?, ?, ?, ?)",
+                (sub.id, sub.topic, sub.queue, policy, sub.created_at, hook),
             )
         )
 

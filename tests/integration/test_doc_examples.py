@@ -78,6 +78,8 @@ def test_examples_run_in_order(doc: Path, tmp_path: Path) -> None:
         "HERALD": server.http,
     }
     env.pop("HERALD_TOKEN", None)
+    # Examples are written for a shell at the clone's root: `examples/...` resolves.
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
     with running(server):
         for ex in examples(doc):
             if ex.skip is not None:

@@ -14,7 +14,7 @@ from queue_helpers import FakeClock, make_service
 from fanout.message import Message
 from fanout.queues import QueueConsumer, QueueService
 from procs import MS, RedisServer, after, until
-from shared.errors import InvalidFilter, InvalidTopic, NotFound, QueueFull, QueueNotFound
+from shared.errors import InvalidFilter, InvalidTopic, NotFound, QueueNotFound
 
 POLICIES: dict[str, dict[str, Any]] = {
     "inventory": {"eventType": ["order.created", "order.cancelled"]},
@@ -103,15 +103,16 @@ async def test_fanout_to_fifo_queue_keeps_topic_order(svc: QueueService) -> None
     assert seen == ["m0", "m1", "m2", "m3", "m4", "m5"]
 
 
-async def test_fanout_refused_by_full_queue_raises_after_others(svc: QueueService) -> None:
+async def test_fanout_refused_by_full_queue_is_counted_not_raised(svc: QueueService) -> None:
     await svc.create_or_update("full", {"max_depth": 1})
     await svc.create_or_update("roomy", {})
     await svc.create_subscription("t.>", "full", None)
     await svc.create_subscription("t.>", "roomy", None)
     await svc.on_publish([order(1, "t.a")])
-    with pytest.raises(QueueFull):
-        await svc.on_publish([order(2, "t.a")])
+    await svc.on_publish([order(2, "t.a")])  # "full" refuses: the publish is not failed
     assert [m["body"]["id"] for m in await drain(svc, "roomy")] == ["m1", "m2"]
+    assert [m["body"]["id"] for m in await drain(svc, "full")] == ["m1"]
+    assert svc.fanout_refused == {"full": 1}
 
 
 async def test_consumer_prefetch_and_release_on_close(svc: QueueService, clock: FakeClock
