@@ -144,6 +144,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pass
     else:
         app.include_router(queues_router)
+        from gateway.aws.endpoint import router as aws_router
+
+        app.include_router(aws_router)  # SQS and SNS on POST / and /aws (docs/aws.md)
     # A batch of 500 messages at the size limit, plus JSON overhead.
     limit = max(settings.max_message_bytes * 501, 4 << 20)
     app.add_middleware(BodyLimit, limit=limit)

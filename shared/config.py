@@ -36,6 +36,17 @@ class HistoryRule(BaseModel):
         return _pattern(v)
 
 
+class AwsCredential(BaseModel):
+    """One AWS access key of the SQS/SNS API: its secret and the names it may use.
+
+    `queues` and `topics` are shell-style globs (`orders-*`); `["*"]` is everything.
+    """
+
+    secret: str = Field(min_length=1)
+    queues: list[str] = Field(default_factory=lambda: ["*"])
+    topics: list[str] = Field(default_factory=lambda: ["*"])
+
+
 class Settings(BaseSettings):
     """Every operator setting of a Herald process."""
 
@@ -74,6 +85,11 @@ class Settings(BaseSettings):
     history: Annotated[list[HistoryRule], NoDecode] = Field(default_factory=list)
     min_batch_ms: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
 
+    # The SQS/SNS API (docs/aws.md): access key id -> secret and allowed names.
+    aws_credentials: Annotated[dict[str, AwsCredential], NoDecode] = Field(default_factory=dict)
+    aws_region: str = "us-east-1"
+    aws_account_id: str = Field(default="000000000000", pattern=r"^[0-9]{12}$")
+
     log_level: str = "info"
 
     @field_validator("api_keys", mode="before")
@@ -83,7 +99,7 @@ class Settings(BaseSettings):
             return [k.strip() for k in v.split(",") if k.strip()]
         return v
 
-    @field_validator("history", "min_batch_ms", mode="before")
+    @field_validator("history", "min_batch_ms", "aws_credentials", mode="before")
     @classmethod
     def _json(cls, v: Any) -> Any:
         if isinstance(v, str):

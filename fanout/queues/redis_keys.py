@@ -89,6 +89,11 @@ class RedisKeys:
         return f"{self._global}:subs:version"
 
     @property
+    def sns_topics(self) -> str:
+        """HASH name -> attributes JSON of the topics created through the SNS API."""
+        return f"{self._global}:sns_topics"
+
+    @property
     def subscriptions_channel(self) -> str:
         return f"{self.ns}:subs:changed"
 

@@ -38,6 +38,7 @@ from fanout.queues.model import (
     split_receipt,
     validate_name,
 )
+from fanout.queues.sns_delivery import sns_delivery
 from shared.errors import (
     HeraldError,
     InvalidRequest,
@@ -69,9 +70,14 @@ class QueueSubscription:
     queue: str
     filter_policy: dict[str, Any] | None
     created_at: int  # Unix ms
+    # Set by the SNS API (gateway/aws): deliver the SNS envelope, see sns_delivery.
+    options: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["options"] is None:  # native subscriptions keep their documented shape
+            del out["options"]
+        return out
 
 
 class QueueService(abc.ABC):
@@ -302,9 +308,16 @@ class QueueService(abc.ABC):
     # ---- topic → queue subscriptions ------------------------------------------------
 
     async def create_subscription(
-        self, topic_pattern: str, queue: str, filter_policy: Mapping[str, Any] | None
+        self,
+        topic_pattern: str,
+        queue: str,
+        filter_policy: Mapping[str, Any] | None,
+        options: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Subscribe `queue` to topics matching `topic_pattern` (idempotent)."""
+        """Subscribe `queue` to topics matching `topic_pattern` (idempotent).
+
+        `options` (SNS API only) makes it deliver SNS envelopes, see `sns_delivery`.
+        """
         pattern = validate_pattern(topic_pattern)
         validate_name(queue)
         flt = compile_filter(filter_policy)
@@ -312,11 +325,21 @@ class QueueService(abc.ABC):
             raise QueueNotFound(f"queue {queue!r} does not exist", details={"queue": queue})
         self._install_subscriptions(await self._load_subscriptions())
         for sub, other in self._subs.values():
-            if sub.topic == pattern and sub.queue == queue and other.canonical == flt.canonical:
+            if (
+                sub.topic == pattern
+                and sub.queue == queue
+                and other.canonical == flt.canonical
+                and (sub.options is None) == (options is None)
+            ):
                 return sub.as_dict()
         policy = dict(filter_policy) if filter_policy else None
         sub = QueueSubscription(
-            "sub_" + secrets.token_hex(8), pattern, queue, policy, self.now_ms()
+            "sub_" + secrets.token_hex(8),
+            pattern,
+            queue,
+            policy,
+            self.now_ms(),
+            dict(options) if options is not None else None,
         )
         await self._save_subscription(sub)
         self._install_subscriptions(await self._load_subscriptions())
@@ -326,6 +349,34 @@ class QueueService(abc.ABC):
         subs = await self._load_subscriptions()
         self._install_subscriptions(subs)
         return [s.as_dict() for s in sorted(subs, key=lambda s: (s.created_at, s.id))]
+
+    async def update_subscription(
+        self,
+        sub_id: str,
+        filter_policy: Mapping[str, Any] | None,
+        options: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        """Replace the filter policy and options of a subscription."""
+        compile_filter(filter_policy)
+        for sub in await self._load_subscriptions():
+            if sub.id == sub_id:
+                new = QueueSubscription(
+                    sub.id,
+                    sub.topic,
+                    sub.queue,
+                    dict(filter_policy) if filter_policy else None,
+                    sub.created_at,
+                    dict(options) if options is not None else None,
+                )
+                await self._delete_subscription(sub_id)
+                await self._save_subscription(new)
+                self._install_subscriptions(await self._load_subscriptions())
+                return new.as_dict()
+        raise NotFound(
+            f"subscription {sub_id!r} does not exist",
+            code="subscription_not_found",
+            details={"id": sub_id},
+        )
 
     async def delete_subscription(self, sub_id: str) -> None:
         if not await self._delete_subscription(sub_id):
@@ -360,18 +411,39 @@ class QueueService(abc.ABC):
             return
         by_queue: dict[str, builtins.list[Entry]] = {}
         for msg in msgs:
-            queues: dict[str, None] = {}
+            # None: the native payload; else an SNS delivery (payload, group, dedup).
+            queues: dict[str, tuple[bytes, str | None, str | None] | None] = {}
             for sid in self._sub_index.match(msg.topic):
                 sub, flt = self._subs[sid]
-                if sub.queue not in queues and flt.matches(msg.attributes):
+                if sub.queue in queues:
+                    continue
+                if sub.options is not None:
+                    delivery = sns_delivery(msg, sub.options, flt)
+                    if delivery is not None:
+                        queues[sub.queue] = delivery
+                elif flt.matches(msg.attributes):
                     queues[sub.queue] = None
             if not queues:
                 continue
             payload = orjson.dumps(
                 {"body": orjson.Fragment(msg.envelope), "attributes": msg.attributes}
             )
-            for q in queues:
+            for q, delivery in queues.items():
                 fifo = is_fifo_name(q)
+                if delivery is not None:
+                    sns_payload, group, dedup = delivery
+                    by_queue.setdefault(q, []).append(
+                        Entry(
+                            new_message_id(),
+                            sns_payload,
+                            0,
+                            None,
+                            (group or msg.topic) if fifo else None,
+                            (dedup or msg.id) if fifo else None,
+                            None,
+                        )
+                    )
+                    continue
                 # FIFO queues keep topic order per topic, and drop a re-publish of the
                 # same message id within the dedup window.
                 by_queue.setdefault(q, []).append(
@@ -389,6 +461,20 @@ class QueueService(abc.ABC):
             errors = await self._enqueue(by_queue)
             if errors:
                 raise errors[0]
+
+    # ---- SNS topics ------------------------------------------------------------------
+    # Herald topics need no creation; the SNS API's CreateTopic/ListTopics do, so the
+    # store keeps a registry of those topics and their attributes.
+
+    async def sns_topics(self) -> dict[str, dict[str, Any]]:
+        """Topics created through the SNS API: name -> attributes."""
+        return await self._load_sns_topics()
+
+    async def put_sns_topic(self, name: str, attrs: Mapping[str, Any]) -> None:
+        await self._save_sns_topic(name, attrs)
+
+    async def delete_sns_topic(self, name: str) -> bool:
+        return await self._delete_sns_topic(name)
 
     # ---- the store's atomic steps --------------------------------------------------
 
@@ -462,3 +548,12 @@ class QueueService(abc.ABC):
 
     @abc.abstractmethod
     async def _delete_subscription(self, sub_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def _load_sns_topics(self) -> dict[str, dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def _save_sns_topic(self, name: str, attrs: Mapping[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    async def _delete_sns_topic(self, name: str) -> bool: ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS dedup (
     expires_at REAL NOT NULL,
     PRIMARY KEY (queue, dedup_id)
 );
+CREATE TABLE IF NOT EXISTS sns_topics (name TEXT PRIMARY KEY, attrs TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS subscriptions (
     id TEXT PRIMARY KEY,
     topic TEXT NOT NULL,
@@ -144,6 +145,10 @@ class SqliteQueueService(QueueService):
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(_SCHEMA)
+            # Added after the first release: SNS options of a subscription (JSON).
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(subscriptions)")}
+            if "options" not in columns:
+                conn.execute("ALTER TABLE subscriptions ADD COLUMN options TEXT")
             self._conn = conn
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
@@ -558,25 +563,53 @@ class SqliteQueueService(QueueService):
     async def _load_subscriptions(self) -> builtins.list[QueueSubscription]:
         rows = await self._run(
             lambda c: c.execute(
-                "SELECT id, topic, queue, filter_policy, created_at FROM subscriptions"
+                "SELECT id, topic, queue, filter_policy, created_at, options FROM subscriptions"
             ).fetchall(),
             write=False,
         )
         return [
-            QueueSubscription(r[0], r[1], r[2], orjson.loads(r[3]) if r[3] else None, r[4])
+            QueueSubscription(
+                r[0],
+                r[1],
+                r[2],
+                orjson.loads(r[3]) if r[3] else None,
+                r[4],
+                orjson.loads(r[5]) if r[5] else None,
+            )
             for r in rows
         ]
 
     async def _save_subscription(self, sub: QueueSubscription) -> None:
         policy = orjson.dumps(sub.filter_policy).decode() if sub.filter_policy else None
+        options = orjson.dumps(sub.options).decode() if sub.options is not None else None
         await self._run(
             lambda c: c.execute(
-                "INSERT INTO subscriptions VALUES (?, ?, ?, ?, ?)",
-                (sub.id, sub.topic, sub.queue, policy, sub.created_at),
+                "INSERT INTO subscriptions (id, topic, queue, filter_policy, created_at, options)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (sub.id, sub.topic, sub.queue, policy, sub.created_at, options),
             )
         )
 
     async def _delete_subscription(self, sub_id: str) -> bool:
         return await self._run(
             lambda c: c.execute("DELETE FROM subscriptions WHERE id = ?", (sub_id,)).rowcount > 0
+        )
+
+    # ---- SNS topics ---------------------------------------------------------------------
+
+    async def _load_sns_topics(self) -> dict[str, dict[str, Any]]:
+        rows = await self._run(
+            lambda c: c.execute("SELECT name, attrs FROM sns_topics").fetchall(), write=False
+        )
+        return {r[0]: orjson.loads(r[1]) for r in rows}
+
+    async def _save_sns_topic(self, name: str, attrs: Mapping[str, Any]) -> None:
+        raw = orjson.dumps(attrs).decode()
+        await self._run(
+            lambda c: c.execute("INSERT OR REPLACE INTO sns_topics VALUES (?, ?)", (name, raw))
+        )
+
+    async def _delete_sns_topic(self, name: str) -> bool:
+        return await self._run(
+            lambda c: c.execute("DELETE FROM sns_topics WHERE name = ?", (name,)).rowcount > 0
         )
