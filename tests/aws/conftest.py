@@ -1,29 +1,18 @@
 """Fixtures of the AWS suite: a real `herald serve` with SigV4 credentials, a real
-moto server (the reference), and boto3 clients for either."""
+moto server (the reference), and boto3 clients for Herald."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
+from aws_helpers import CREDENTIALS, make_client
 from procs import HeraldServer, free_port, stop_pid, wait_port
-
-KEY, SECRET = "AKIDHERALDTEST", "herald-test-secret"
-LIMITED_KEY, LIMITED_SECRET = "AKIDLIMITED", "limited-secret"
-CREDENTIALS = {
-    KEY: {"secret": SECRET},
-    LIMITED_KEY: {"secret": LIMITED_SECRET, "queues": ["team-*"], "topics": ["team-*"]},
-}
-REGION = "us-east-1"
-
-Client = Callable[..., Any]
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +27,7 @@ def herald_aws() -> Iterator[HeraldServer]:
 
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
+    """A real moto server (`python -m moto.server`) on a free port, stopped by PID."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -49,17 +39,6 @@ def moto_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_pid(proc)
-
-
-def make_client(url: str, service: str, key: str = KEY, secret: str = SECRET, **kw: Any) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=url,
-        region_name=REGION,
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        config=Config(retries={"max_attempts": 1}, **kw),
-    )
 
 
 @pytest.fixture(scope="session")
