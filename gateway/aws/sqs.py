@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from fanout.queues import QueueService
-from fanout.queues.model import split_receipt
+from fanout.queues.model import MAX_MESSAGE_BYTES, split_receipt
 from fanout.queues.sns_delivery import DATA_TYPES, RESERVED
 from gateway.aws.errors import AwsError, invalid, missing
 from gateway.aws.md5 import md5_of_attributes, md5_of_body
@@ -347,6 +347,8 @@ class SqsApi:
         except QueueNotFound:
             existing = None
         patch = self._to_herald(name, attrs, {})
+        # SQS raised its limit and default to 1 MiB (2025); Herald's native default is lower.
+        patch.setdefault("max_message_bytes", MAX_MESSAGE_BYTES)
         if existing is not None:
             # Same name, same given attributes: AWS answers the URL; else QueueNameExists.
             current = self._from_herald(existing)
@@ -606,14 +608,10 @@ class SqsApi:
             if dedup is not None:
                 entry["dedup_id"] = dedup
         else:
-            if dedup is not None:
-                raise invalid(
-                    "The request include parameter MessageDeduplicationId that is not valid "
-                    "for this queue type"
-                )
             if delay is not None:
                 entry["delay"] = delay
-            # A standard queue ignores MessageGroupId (fair queues); Herald drops it.
+            # Standard queues ignore MessageGroupId (fair queues) and
+            # MessageDeduplicationId, as SQS does; Herald drops both.
         digests = {"MD5OfMessageBody": md5_of_body(body)}
         if md5_in:
             digests["MD5OfMessageAttributes"] = md5_of_attributes(md5_in)

@@ -117,7 +117,11 @@ def test_batches_and_batch_errors(sqs: Any) -> None:
         QueueUrl=url,
         Entries=[
             {"Id": "ok", "MessageBody": "fine"},
-            {"Id": "bad", "MessageBody": "x", "MessageDeduplicationId": "d"},
+            {
+                "Id": "bad",
+                "MessageBody": "x",
+                "MessageAttributes": {"a": {"DataType": "Bogus", "StringValue": "1"}},
+            },
         ],
     )
     assert [s["Id"] for s in result["Successful"]] == ["ok"]
