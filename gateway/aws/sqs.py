@@ -532,7 +532,7 @@ class SqsApi:
                 )
             if kind.startswith("Binary"):
                 blob = value.get("BinaryValue")
-                if not isinstance(blob, str):
+                if not isinstance(blob, str) or not blob:
                     raise invalid(f"The message attribute '{name}' must contain a non-empty value.")
                 try:
                     data = base64.b64decode(blob, validate=True)

@@ -196,3 +196,11 @@ async def test_websocket_clients_see_sns_publishes(sns: Any, herald_aws: HeraldS
         await ws.close()
     assert msg["topic"] == name and msg["data"] == "live"
     assert msg["attributes"]["n"] == 7
+
+
+def test_http_subscriptions_are_refused_clearly(sns: Any) -> None:
+    arn = topic(sns)
+    with pytest.raises(ClientError) as exc:
+        sns.subscribe(TopicArn=arn, Protocol="https", Endpoint="https://example.com/hook")
+    assert exc.value.response["Error"]["Code"] == "InvalidParameter"
+    assert "sqs" in exc.value.response["Error"]["Message"]

@@ -263,3 +263,31 @@ def test_hostile_bodies_get_aws_errors_not_500(herald_aws: HeraldServer) -> None
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert r.status_code in (400, 403) and b"<ErrorResponse" in r.content
+
+
+def test_hostile_parameters_get_4xx(sqs: Any, herald_aws: HeraldServer) -> None:
+    url = new_queue(sqs)
+    too_many = {f"a{i}": {"DataType": "String", "StringValue": "v"} for i in range(11)}
+    for attrs in (
+        too_many,
+        {"x" * 300: {"DataType": "String", "StringValue": "v"}},
+        {"AWS.DataTypes": {"DataType": "String", "StringValue": "{}"}},
+        {"n": {"DataType": "Number", "StringValue": "not a number"}},
+        {"b": {"DataType": "Binary", "BinaryValue": b""}},
+    ):
+        with pytest.raises(ClientError) as exc:
+            sqs.send_message(QueueUrl=url, MessageBody="x", MessageAttributes=attrs)
+        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(ClientError) as exc:
+        sqs.send_message(QueueUrl=url, MessageBody="bad \x00 char")
+    assert code(exc) == "InvalidMessageContents"
+    with pytest.raises(ClientError) as exc:
+        sqs.list_queues(MaxResults=5, NextToken="%%%not-base64")
+    assert code(exc) == "InvalidParameterValue"
+    form = "&".join(f"k{i}=v" for i in range(5000))
+    r = httpx.post(
+        herald_aws.http + "/aws",
+        content=f"Action=ListTopics&{form}",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 400 and b"MalformedQueryString" in r.content
