@@ -41,7 +41,8 @@ RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))
 
 # Then the project itself (.dockerignore keeps only what the wheel needs).
 COPY . .
-RUN pip install --no-cache-dir --no-deps . \
+# herald-client (clients/python) too: `herald tail` and examples/worker.py use it.
+RUN pip install --no-cache-dir --no-deps . ./clients/python \
  && herald --help > /dev/null \
  && python -m compileall -q /opt/venv/lib
 
@@ -63,6 +64,8 @@ RUN groupadd --system --gid 10001 herald \
 
 COPY --from=build /opt/venv /opt/venv
 COPY --chown=root:root examples/worker.py /app/examples/worker.py
+# Served at GET /client/herald.js (gateway/client_js.py looks in ./clients/js).
+COPY --chown=root:root clients/js/herald.js /app/clients/js/herald.js
 
 # The root filesystem may be mounted read-only (k8s/): bytecode is precompiled
 # above, Herald's data lives in HERALD_DATA_DIR and temp files in /tmp — mount

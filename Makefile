@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck unit redis-server autobahn-venv loadtest bench bench-quick k8s-check clean
+.PHONY: install run test lint typecheck unit redis-server chromium node autobahn-venv loadtest bench bench-quick k8s-check clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e clients/python
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -42,6 +42,21 @@ redis-server:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) \
 	  || { echo "could not install redis-server" >&2; exit 1; }; }
 
+# The JS client's tests run in headless Chromium (Playwright with Debian's chromium via
+# executable_path: `playwright install` cannot download browsers here) and in Node >= 20.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (Debian package)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	  || { echo "could not install chromium" >&2; exit 1; }; }
+
+node:
+	@command -v node >/dev/null 2>&1 || { \
+	  echo "installing nodejs (Debian package)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs) \
+	  || { echo "could not install nodejs" >&2; exit 1; }; }
+	@node -e 'const m = +process.versions.node.split(".")[0]; if (m < 20) { console.error("Node >= 20 is required, found " + process.version); process.exit(1); }'
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check shared fanout gateway
@@ -52,17 +67,17 @@ typecheck: install
 unit: install
 	$(BIN)/pytest -q tests/unit
 
-test: install redis-server autobahn-venv lint typecheck
+test: install redis-server chromium node autobahn-venv lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 loadtest: install
 	$(BIN)/python -m loadtest.locust_run --time 30s --users 50
 
 bench: install
-	$(BIN)/herald bench
+	$(BIN)/python -m loadtest.bench
 
 bench-quick: install
-	$(BIN)/herald bench --quick
+	$(BIN)/python -m loadtest.bench --quick
 
 k8s-check:
 	bash scripts/k8s-check.sh

@@ -51,6 +51,10 @@ class HistoryPage:
 
 
 Deliver = Callable[[list[Message]], None]
+# The history rule of a topic (None: it keeps no history).
+RuleLookup = Callable[[str], HistoryRule | None]
+# `topic` lost `dropped` messages on their way to this process (0: unknown how many).
+OnGap = Callable[[str, int], None]
 
 
 class Backplane(abc.ABC):
@@ -94,6 +98,12 @@ class Backplane(abc.ABC):
     @abc.abstractmethod
     def ready(self) -> bool:
         """True while messages can be published and delivered."""
+
+    def attach(self, history_rule: RuleLookup, on_gap: OnGap) -> None:
+        """Hooks from the node, before `start`: the history rule of a topic, and
+        where to report messages lost upstream. A backplane that cannot lose any
+        (the memory engine) ignores them."""
+        return None
 
     # True when `watch` takes effect at once (no round trip to confirm).
     live_is_immediate: bool = True

@@ -391,6 +391,16 @@ class Hub:
         payload = b'{"op":"lagged","sub":"%s","dropped":%d}' % (group.key.encode(), dropped)
         return text_frame(payload)
 
+    def mark_lagged(self, topic: str, dropped: int) -> None:
+        """Owe every subscriber of `topic` a `lagged` notice: messages were lost
+        before they reached this process (a backplane outage), not by its socket."""
+        for group in self._index.match(topic):
+            if not group.members:
+                continue
+            for sink in group.members:
+                group.lagged[sink] = group.lagged.get(sink, 0) + dropped
+            self._lagging.add(group)
+
     def send_lagged_notices(self) -> None:
         """Tell sockets that drained since they lagged (call now and then).
 

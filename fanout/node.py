@@ -83,6 +83,7 @@ class Node:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.backplane.attach(self.settings.history_rule, self.hub.mark_lagged)
         await self.backplane.start(self._deliver)
         if self.queues is not None:
             await self.queues.start()

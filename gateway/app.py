@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fanout.backplane import Backplane
 from fanout.node import Node
+from gateway.client_js import router as client_js_router
 from gateway.commands import HANDLERS
 from gateway.edge import Edge
 from gateway.http_api import router
@@ -28,7 +29,7 @@ log = logging.getLogger("herald")
 def make_backplane(settings: Settings) -> Backplane:
     """The engine's backplane, chosen at start-up (SPEC §6)."""
     if settings.engine == "redis":
-        from fanout.redis_backplane import RedisBackplane
+        from fanout.redis.backplane import RedisBackplane
 
         return RedisBackplane(settings.backplane_url or settings.redis_url)
     from fanout.memory import MemoryBackplane
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return _error(exc.status_code, code, str(exc.detail))
 
     app.include_router(router)
+    app.include_router(client_js_router)
     try:
         from gateway.queues_api import router as queues_router
     except ImportError:

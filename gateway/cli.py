@@ -95,50 +95,59 @@ def tail(
     filter: Annotated[str | None, typer.Option(help="SNS filter policy (JSON)")] = None,
     batch_ms: Annotated[int, typer.Option()] = 0,
     count: Annotated[int, typer.Option(help="Exit after this many messages (0: never)")] = 0,
+    since: Annotated[
+        int | None, typer.Option(help="Start after this offset (a topic with history)")
+    ] = None,
+    epoch: Annotated[str | None, typer.Option(help="The epoch of --since")] = None,
     url: Url = "http://127.0.0.1:8080",
     token: Token = None,
 ) -> None:
-    """Print messages matching PATTERN as they arrive, one JSON per line."""
+    """Print messages matching PATTERN, one JSON per line; survive server restarts."""
     ws_url = url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/ws"
+    flt = json.loads(filter) if filter else None
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_tail(ws_url, pattern, filter, batch_ms, count, token))
+        code = asyncio.run(_tail(ws_url, pattern, flt, batch_ms, count, since, epoch, token))
+        raise typer.Exit(code)
 
 
 async def _tail(
-    ws_url: str, pattern: str, flt: str | None, batch_ms: int, count: int, token: str | None
-) -> None:
-    import websockets
+    ws_url: str,
+    pattern: str,
+    flt: dict[str, Any] | None,
+    batch_ms: int,
+    count: int,
+    since: int | None,
+    epoch: str | None,
+    token: str | None,
+) -> int:
+    from herald_client import HeraldClient, HeraldClientError
 
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    async with websockets.connect(ws_url, additional_headers=headers, compression=None) as ws:
-        cmd: dict[str, Any] = {"op": "subscribe", "id": 1, "topic": pattern, "batch_ms": batch_ms}
-        if flt:
-            cmd["filter"] = json.loads(flt)
-        await ws.send(json.dumps(cmd))
+    def on_event(name: str, info: dict[str, Any]) -> None:
+        if name == "recovered" and info.get("recovered") is False:
+            typer.echo("# resume could not recover: messages may be missing", err=True)
+
+    def on_drop(info: dict[str, Any]) -> None:
+        typer.echo(
+            f"# disconnected ({info.get('code')}): {info.get('reason')}; reconnecting", err=True
+        )
+
+    async with HeraldClient(ws_url, token=token, max_backoff=5.0) as client:
+        client.on("disconnected", on_drop)
         seen = 0
-        async for raw in ws:
-            frame = json.loads(raw)
-            if frame.get("op") == "error":
-                typer.echo(json.dumps(frame), err=True)
-                raise typer.Exit(1)
-            for msg in frame.get("msgs", ()):
+        try:
+            sub = await client.subscribe(
+                pattern, filter=flt, batch_ms=batch_ms, since=since, epoch=epoch, on_event=on_event
+            )
+            async for msg in sub:
                 typer.echo(json.dumps(msg))
+                sys.stdout.flush()
                 seen += 1
                 if count and seen >= count:
-                    return
-            sys.stdout.flush()
-
-
-@app.command()
-def bench(
-    quick: Annotated[bool, typer.Option(help="Smaller, faster run")] = False,
-) -> None:
-    """Run the fanout benchmarks in loadtest/ (see docs/BENCHMARKS.md)."""
-    import importlib
-
-    # loadtest/ ships in the repo, not in the wheel's runtime path: import lazily.
-    runner = importlib.import_module("loadtest.bench")
-    raise typer.Exit(int(runner.main(quick=quick)))
+                    return 0
+        except HeraldClientError as exc:
+            typer.echo(json.dumps({"op": "error", "message": str(exc)}), err=True)
+            return 1
+    return 0
 
 
 def main() -> None:

@@ -13,10 +13,10 @@ loopback ports (stopped by PID at the end, whatever happens), then per setup:
    in the message data, so p50/p99 are publish -> receive across pods (over Redis
    on the same pod when there is one gateway).
 
-The subscriber sockets are raw, non-blocking and read lazily by a separate process
-(epoll every 2 ms, `{"topic":` markers counted with `bytes.count`), so the load
-generator stays much cheaper than the gateways it measures and shares no GIL with
-the publishers. Setups alternate (1, 2, 1, 2, ...) and each keeps its median run,
+The subscriber sockets belong to one `loadtest/loadclient.py` process (raw uvloop
+protocols, `{"topic":` markers counted with `bytes.count`, 4 MiB receive buffers), so
+the load generator stays much cheaper than the gateways it measures and shares no GIL
+with the publishers. Setups alternate (1, 2, 1, 2, ...) and each keeps its median run,
 because the gateways share the machine's cores with Redis and the load generator.
 Bounded: a few seconds per phase, at most `--max-batches` publish calls. Run:
 
@@ -28,65 +28,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
-import multiprocessing
 import os
-import select
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
 import websockets
 
-ROOT = Path(__file__).resolve().parent.parent
+from loadtest.loadclient import LoadClient
+from loadtest.procs import HeraldServer, RedisServer, cpu_seconds, running
+
 TOPIC = "bench.crosspod"
 LAT_TOPIC = "bench.latency"
-MARK = b'{"topic":'
 
 
 # ---- processes (free ports, stopped by PID) ------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process {proc.pid} exited before port {port} opened")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"port {port} did not open")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(5)
 
 
 @contextlib.contextmanager
@@ -95,163 +56,49 @@ def deployment(gateways: int, history: bool = False) -> Iterator[tuple[list[tupl
 
     Yields the gateways' (HTTP port, PID)s and the Redis PID.
     """
-    redis_bin = shutil.which("redis-server")
-    if redis_bin is None:
-        raise SystemExit("redis-server is not installed (make redis-server)")
-    procs: list[subprocess.Popen[bytes]] = []
-    tmp = Path(tempfile.mkdtemp(prefix="herald-crosspod-"))
+    redis = RedisServer(args=("--appendonly", "no"))
+    env = {
+        "HERALD_ENGINE": "redis",
+        "HERALD_REDIS_URL": redis.url,
+        "HERALD_SEND_BUFFER_BYTES": str(8 << 20),
+    }
+    if history:
+        env["HERALD_HISTORY"] = json.dumps([{"pattern": "bench.>", "size": 1000}])
+    pods = [HeraldServer(env=env, ready_path="/readyz") for _ in range(gateways)]
     try:
-        rport = _free_port()
-        redis = subprocess.Popen(
-            [redis_bin, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-             "--dir", str(tmp), "--appendonly", "no", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        procs.append(redis)
-        _wait_port(rport, redis)
-        ports = [_free_port() for _ in range(gateways)]
-        env = {
-            **os.environ,
-            "HERALD_ENGINE": "redis",
-            "HERALD_REDIS_URL": f"redis://127.0.0.1:{rport}/0",
-            "HERALD_HOST": "127.0.0.1",
-            "HERALD_LOG_LEVEL": "warning",
-            "HERALD_SEND_BUFFER_BYTES": str(8 << 20),
-        }
-        if history:
-            env["HERALD_HISTORY"] = json.dumps([{"pattern": "bench.>", "size": 1000}])
-        for i, port in enumerate(ports):
-            data = tmp / f"gw{i}"
-            data.mkdir()
-            with (data / "herald.log").open("wb") as log:
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "gateway.cli", "serve"],
-                        env={**env, "HERALD_PORT": str(port), "HERALD_DATA_DIR": str(data)},
-                        cwd=ROOT,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-        for port, proc in zip(ports, procs[1:], strict=True):
-            _wait_port(port, proc)
-        for port in ports:
-            deadline = time.monotonic() + 20
-            while httpx.get(f"http://127.0.0.1:{port}/readyz").status_code != 200:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"gateway on {port} not ready")
-                time.sleep(0.05)
-        yield [(port, proc.pid) for port, proc in zip(ports, procs[1:], strict=True)], redis.pid
+        with running(redis, *pods):
+            yield [(pod.port, pod.pid) for pod in pods], redis.pid
     finally:
-        for proc in reversed(procs):
-            _stop(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
+        for d in (redis.dir, *(pod.data_dir for pod in pods)):
+            shutil.rmtree(d, ignore_errors=True)
 
 
-# ---- lazy raw subscribers ----------------------------------------------------------------
+# ---- subscribers -----------------------------------------------------------------------
 
 
-def _client_frame(payload: bytes) -> bytes:
-    # Masked text frame with a zero key: the payload bytes stay as they are.
-    n = len(payload)
-    head = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0xFE)) + n.to_bytes(2, "big")
-    return head + b"\0\0\0\0" + payload
+class Subscribers:
+    """The subscriber sockets, in one load-client process (no GIL shared with us).
 
+    Socket k subscribes topic k % 2 on the gateway at `ports[k % 2]`.
+    """
 
-def _open_subscriber(port: int, topic: str) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed during the handshake")
-        head += chunk
-    if b" 101 " not in head.split(b"\r\n", 1)[0]:
-        raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
-    rest = head.split(b"\r\n\r\n", 1)[1]
-    sock.sendall(_client_frame(orjson.dumps({"op": "subscribe", "id": 1, "topic": topic})))
-    while b'"subscribed"' not in rest:
-        rest += sock.recv(4096)
-    sock.setblocking(False)
-    return sock
-
-
-def _read_lazily(targets: list[tuple[int, str]], count: Any, ready: Any, stop: Any) -> None:
-    """Subscriber process: open the sockets, then read them all every 2 ms."""
-    socks = {}
-    for port, topic in targets:
-        sock = _open_subscriber(port, topic)
-        socks[sock.fileno()] = sock
-    ep = select.epoll()
-    for fd in socks:
-        ep.register(fd, select.EPOLLIN)
-    buf = bytearray(1 << 20)
-    edge = len(MARK) - 1
-    tails = dict.fromkeys(socks, b"")
-    ready.set()
-    seen = 0
-    while not stop.is_set():
-        for fd, _ in ep.poll(0):
-            sock = socks[fd]
-            while True:
-                try:
-                    n = sock.recv_into(buf)
-                except BlockingIOError:
-                    break
-                if not n:
-                    ep.unregister(fd)
-                    break
-                # Count in place; a marker split over two reads is counted at the seam.
-                seen += buf.count(MARK, 0, n) + (tails[fd] + buf[: min(n, edge)]).count(MARK)
-                tails[fd] = bytes(buf[max(0, n - edge) : n])
-                if n < len(buf):
-                    break
-        count.value = seen
-        time.sleep(0.002)
-    ep.close()
-    for sock in socks.values():
-        sock.close()
-
-
-class LazyReaders:
-    """The subscriber sockets, read in their own process (no GIL shared with us)."""
-
-    def __init__(self, targets: list[tuple[int, str]]) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._count = ctx.Value("q", 0, lock=False)
-        self._ready = ctx.Event()
-        self._stop = ctx.Event()
-        self._proc = ctx.Process(
-            target=_read_lazily, args=(targets, self._count, self._ready, self._stop)
-        )
+    def __init__(self, ports: list[int], topics: list[str], sockets: int) -> None:
+        self.client = LoadClient(ports[0], mark="topic", rcvbuf=4 << 20)
+        self.pid = self.client.pid
+        try:
+            for j, (port, topic) in enumerate(zip(ports, topics, strict=True)):
+                self.client.connect(len(range(j, sockets, 2)), topic=topic, port=port)
+        except BaseException:
+            self.client.stop()
+            raise
 
     @property
     def count(self) -> int:
-        return int(self._count.value)
-
-    @property
-    def pid(self) -> int:
-        return self._proc.pid or 0
-
-    def start(self) -> None:
-        self._proc.start()
-        if not self._ready.wait(30):
-            self.close()
-            raise TimeoutError("subscriber sockets did not open")
+        """Messages delivered to the sockets so far."""
+        return int(self.client.call("stats")["msgs"])
 
     def close(self) -> None:
-        self._stop.set()
-        self._proc.join(10)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(5)
+        self.client.stop()
 
 
 # ---- phases ----------------------------------------------------------------------------------
@@ -306,8 +153,7 @@ async def _throughput(
     # crosses pods and each gateway receives only what its own sockets want.
     g = len(ports)
     topics = [f"{TOPIC}{j}" for j in range(2)]
-    readers = LazyReaders([(ports[(k % 2) % g], topics[k % 2]) for k in range(args.sockets)])
-    readers.start()
+    readers = Subscribers([ports[j % g] for j in range(2)], topics, args.sockets)
     urls = [f"http://127.0.0.1:{ports[(j + 1) % g]}/v1/publish/batch" for j in range(2)]
     bodies = [_batch_body(t, args.batch) for t in topics]
     headers = {"content-type": "application/json"}
@@ -415,13 +261,7 @@ async def _latency(ports: list[int], args: argparse.Namespace, res: Result) -> N
 
 def _cpu(pids: list[int]) -> float:
     """CPU seconds (user + system) used so far by these processes."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    return sum(cpu_seconds(pid) for pid in pids)
 
 
 def run(gateways: int, args: argparse.Namespace) -> Result:

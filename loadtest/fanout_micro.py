@@ -16,7 +16,7 @@ One run measures, side by side and on the same machine:
 
 Phases alternate Herald/floor for `--rounds` rounds so that machine noise hits both.
 The server runs pinned to one core (`--server-cpu`), the load generator
-(`loadtest/wsclient.py`, one process per server) and this driver to the other.
+(`loadtest/loadclient.py`, one process per server) and this driver to the other.
 
 Run: python -m loadtest.fanout_micro [--sockets 5000] [--messages N] [--quick]
 """
@@ -26,13 +26,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import glob
 import http.client
 import json
 import os
 import platform
 import resource
-import select
 import shutil
 import signal
 import socket
@@ -45,121 +43,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
-TOPIC = "bench.t"
-NOFILE = 200_000
+from loadtest.loadclient import LoadClient, topic_name
+from loadtest.procs import (
+    PY,
+    bench_herald,
+    cpu_seconds,
+    cpu_ticks_seconds,
+    free_port,
+    log,
+    machine_busy_seconds,
+    raise_nofile,
+    rss_kib,
+    spawn,
+    stop_all,
+    stop_pid,
+    wait_port,
+    wait_quiet,
+)
+
+TOPIC = topic_name(0)  # the load client's first topic
 FD_HEADROOM = 1000
 CONNS_PER_CLIENT = 10_000
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-_procs: list[subprocess.Popen[bytes]] = []
-
-
-# ---- processes --------------------------------------------------------------------------
-
-
-def raise_nofile(n: int = NOFILE) -> int:
-    """Raise this process's fd limit (children inherit it); root may lift the hard one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    for want in ((n, max(n, hard)), (max(soft, hard), hard)):
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, want)
-            break
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def spawn(
-    args: list[str], cpu: int | None, env: dict[str, str] | None = None, **kw: Any
-) -> subprocess.Popen[bytes]:
-    def pin() -> None:  # in the child before exec: every later thread inherits it
-        if cpu is not None:
-            os.sched_setaffinity(0, {cpu})
-
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, preexec_fn=pin, **kw)
-    _procs.append(proc)
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """Stop one process we started, by its PID, escalating to SIGKILL."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-    with contextlib.suppress(ValueError):
-        _procs.remove(proc)
-
-
-def stop_all() -> None:
-    for proc in list(reversed(_procs)):
-        stop(proc, 5.0)
-
-
-def cpu_seconds(pid: int) -> float:
-    """On-CPU time (user + system) of every thread of `pid`, ns resolution."""
-    total = 0
-    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
-        with contextlib.suppress(OSError), open(path) as f:
-            total += int(f.read().split()[0])
-    return total / 1e9
-
-
-def cpu_ticks_seconds(pid: int) -> tuple[float, float]:
-    """(utime, stime) from /proc/<pid>/stat, 10 ms ticks: the user/system split."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores spent busy since boot (/proc/stat; iowait and idle excluded)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    # user nice system idle iowait irq softirq steal guest guest_nice
-    return (v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)) / CLK_TCK
-
-
-def wait_quiet(max_wait: float, busy_below: float = 0.25) -> float:
-    """Wait (bounded) until other processes leave the machine mostly idle; last busy share."""
-    deadline = time.monotonic() + max_wait
-    ncpu = os.cpu_count() or 1
-    while True:
-        b0, t0 = machine_busy_seconds(), time.monotonic()
-        time.sleep(1.0)
-        share = (machine_busy_seconds() - b0) / ((time.monotonic() - t0) * ncpu)
-        if share < busy_below or time.monotonic() > deadline:
-            return share
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before port {port} opened")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"port {port} did not open within {timeout}s")
 
 
 class Server:
@@ -185,38 +89,16 @@ class Server:
         return 0, None
 
     def stop(self) -> None:
-        stop(self.proc)
+        stop_pid(self.proc)
 
 
 class Herald(Server):
     name = "herald"
 
     def __init__(self, cpu: int | None, send_buffer: int, payload: int, data_dir: str) -> None:
-        self.port = free_port()
-        env = dict(os.environ)
-        env.update(
-            HERALD_HOST="127.0.0.1",
-            HERALD_PORT=str(self.port),
-            HERALD_ENGINE="memory",
-            HERALD_DATA_DIR=data_dir,
-            HERALD_LOG_LEVEL="warning",
-            HERALD_MAX_CONNECTIONS="200000",
-            HERALD_SEND_BUFFER_BYTES=str(send_buffer),
-            # Keep-alive pings are not fanout: keep them out of the measured window.
-            HERALD_PING_INTERVAL="3600",
-            HERALD_PING_TIMEOUT="600",
-        )
-        for k in (
-            "HERALD_JWT_SECRET",
-            "HERALD_JWT_PUBLIC_KEY",
-            "HERALD_API_KEYS",
-            "HERALD_HISTORY",
-            "HERALD_MIN_BATCH_MS",
-        ):
-            env.pop(k, None)
-        herald = shutil.which("herald", path=str(Path(PY).parent)) or "herald"
-        self.proc = spawn([herald, "serve"], cpu, env)
-        wait_port(self.port, self.proc)
+        self.server = bench_herald(cpu, Path(data_dir), send_buffer)
+        assert self.server.proc is not None
+        self.proc, self.port = self.server.proc, self.server.port
         self.http = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         self.pad = "x" * payload
         self._get("/healthz")
@@ -256,7 +138,7 @@ class Herald(Server):
 
     def stop(self) -> None:
         self.http.close()
-        stop(self.proc)
+        stop_pid(self.proc)
 
 
 class Floor(Server):
@@ -277,7 +159,7 @@ class Floor(Server):
             ],
             cpu,
         )
-        wait_port(self.control_port, self.proc)
+        wait_port(self.control_port, 20.0, self.proc)
         self.ctl = socket.create_connection(("127.0.0.1", self.control_port), 10)
         self.ctl.settimeout(30)
         self.rfile = self.ctl.makefile("rb")
@@ -299,48 +181,13 @@ class Floor(Server):
         with contextlib.suppress(OSError):
             self.rfile.close()
             self.ctl.close()
-        stop(self.proc)
+        stop_pid(self.proc)
 
 
-class LoadClient:
-    """One `loadtest.wsclient` process, driven by JSON lines."""
-
-    def __init__(self, port: int, cpu: int | None, sources: list[str]) -> None:
-        args = [PY, "-m", "loadtest.wsclient", "--port", str(port), "--topic", TOPIC]
-        if sources:
-            args += ["--sources", ",".join(sources)]
-        self.proc = spawn(args, cpu, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        hello = self._read(20)
-        self.pid = int(hello["pid"])
-
-    def _read(self, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        ready, _, _ = select.select([fd], [], [], timeout)
-        if not ready:
-            raise TimeoutError("load client did not answer")
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"load client exited ({self.proc.poll()})")
-        out: dict[str, Any] = json.loads(line)
-        return out
-
-    def call(self, cmd: str, timeout: float = 30.0, **kw: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}).encode() + b"\n")
-        self.proc.stdin.flush()
-        return self._read(timeout)
-
-    def connect(self, n: int, timeout: float) -> dict[str, Any]:
-        res = self.call("connect", timeout=timeout + 30, n=n, timeout_each=timeout)
-        if res.get("failed"):
-            raise RuntimeError(f"{res['failed']} of {n} connections failed: {res}")
-        return res
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self.call("quit", timeout=10)
-        stop(self.proc)
+def load_client(server: Server, cpu: int | None, sources: list[str]) -> LoadClient:
+    """A load-client process subscribed the way `server` expects, counting messages."""
+    kind = "floor" if server.name == "floor" else "herald"
+    return LoadClient(server.port, kind, cpu, sources, mark="topic")
 
 
 def sources_for(n: int, per_source: int = 10_000) -> list[str]:
@@ -510,8 +357,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         herald = Herald(args.server_cpu, args.send_buffer, args.payload, data_dir)
         floor = Floor(args.server_cpu)
         srcs = sources_for(args.sockets)
-        hc = LoadClient(herald.port, args.client_cpu, srcs)
-        fc = LoadClient(floor.port, args.client_cpu, srcs)
+        hc = load_client(herald, args.client_cpu, srcs)
+        fc = load_client(floor, args.client_cpu, srcs)
         rss.append(measure_rss(herald, [hc], args.sockets, args.settle, args.connect_timeout))
         rss.append(measure_rss(floor, [fc], args.sockets, args.settle, args.connect_timeout))
         log(f"connected {args.sockets} sockets to each server; RSS {rss}")
@@ -556,7 +403,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 lambda: Floor(args.server_cpu),
             ):
                 srv = make()
-                cls = [LoadClient(srv.port, args.client_cpu, srcs) for _ in range(nclients)]
+                cls = [load_client(srv, args.client_cpu, srcs) for _ in range(nclients)]
                 try:
                     rss.append(
                         measure_rss(srv, cls, args.rss_conns, args.settle, args.connect_timeout)
@@ -591,10 +438,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def loadavg() -> list[str]:
     return Path("/proc/loadavg").read_text().split()[:3]
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def markdown(r: dict[str, Any]) -> str:

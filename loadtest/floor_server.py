@@ -24,12 +24,13 @@ import contextlib
 import hashlib
 import os
 import re
-import resource
 from typing import Any
+
+from loadtest.procs import raise_nofile
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _KEY = re.compile(rb"(?i)\r\nsec-websocket-key:[ \t]*([A-Za-z0-9+/=]+)")
-_SUB = b'{"op":"subscribed","id":1,"sub":"0000000000000000","topic":"bench.t"}'
+_SUB = b'{"op":"subscribed","id":1,"sub":"0000000000000000","topic":"bench.t0"}'
 
 # transport -> None, like Herald's `Group.members` (insertion-ordered, O(1) removal).
 members: dict[Any, None] = {}
@@ -51,7 +52,7 @@ SUBSCRIBED = server_frame(0x1, _SUB)
 
 def msgs_frame(total: int) -> bytes:
     """A `msgs` text frame carrying one message, exactly `total` bytes long."""
-    prefix = b'{"op":"msgs","sub":"0000000000000000","msgs":[{"topic":"bench.t","data":"'
+    prefix = b'{"op":"msgs","sub":"0000000000000000","msgs":[{"topic":"bench.t0","data":"'
     suffix = b'"}]}'
     for head in (2, 4, 10):
         pad = total - head - len(prefix) - len(suffix)
@@ -156,9 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, hard), hard))
+    raise_nofile()
     import uvloop
 
     with contextlib.suppress(KeyboardInterrupt):

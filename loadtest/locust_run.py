@@ -27,23 +27,21 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from loadtest.procs import AUTH_VARS, ROOT, HeraldServer, stop_pid
+
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 KINDS = ("ws", "http", "queue")
 # User classes per kind, as in the locustfile (a kind runs end to end only if all spawn).
 CLASSES = {"ws": 1, "http": 1, "queue": 2}
-AUTH_VARS = ("HERALD_JWT_SECRET", "HERALD_JWT_PUBLIC_KEY", "HERALD_API_KEYS")
 STARTUP_TIMEOUT = 30.0
 SHUTDOWN_SLACK = 60.0  # seconds allowed beyond --time for ramp-up, stop and report
 
@@ -67,12 +65,6 @@ def parse_kinds(value: str) -> list[str]:
     return kinds
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def http_status(url: str, timeout: float = 2.0) -> int | None:
     """Status of a GET (with HERALD_TOKEN if set), or None when nothing answered."""
     req = urllib.request.Request(url)
@@ -88,20 +80,6 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
         return None
 
 
-def stop_pid(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """SIGTERM the process by its PID, then SIGKILL if it has not exited in time."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-
-
 class ServerError(RuntimeError):
     pass
 
@@ -109,49 +87,29 @@ class ServerError(RuntimeError):
 @contextlib.contextmanager
 def own_server() -> Iterator[str]:
     """A private `herald serve` on a free loopback port; yields its base URL."""
-    data_dir = Path(tempfile.mkdtemp(prefix="herald-locust-"))
-    port = free_port()
-    env = dict(os.environ)
-    if not env.get("HERALD_TOKEN"):
-        for var in AUTH_VARS:  # no token to offer, so run the private server in dev mode
-            env.pop(var, None)
-    env.update(
-        HERALD_ENGINE="memory",
-        HERALD_HOST="127.0.0.1",
-        HERALD_PORT=str(port),
-        HERALD_DATA_DIR=str(data_dir),
-        HERALD_LOG_LEVEL=env.get("HERALD_LOG_LEVEL", "warning"),
-        HERALD_DRAIN_TIMEOUT="2",
+    # No token to offer: run the private server in dev mode.
+    unset = () if os.environ.get("HERALD_TOKEN") else AUTH_VARS
+    env = {
+        "HERALD_ENGINE": "memory",
+        "HERALD_LOG_LEVEL": os.environ.get("HERALD_LOG_LEVEL", "warning"),
+        "HERALD_DRAIN_TIMEOUT": "2",
+    }
+    server = HeraldServer(
+        env=env, unset=unset, data_dir=Path(tempfile.mkdtemp(prefix="herald-locust-"))
     )
-    log_path = data_dir / "herald.log"
-    url = f"http://127.0.0.1:{port}"
-    proc: subprocess.Popen[bytes] | None = None
     try:
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "serve"],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while http_status(url + "/healthz", timeout=1.0) != 200:
-            if proc.poll() is not None:
-                raise ServerError(f"herald serve exited with {proc.returncode}")
-            if time.monotonic() > deadline:
-                raise ServerError(f"herald serve not healthy within {STARTUP_TIMEOUT:.0f}s")
-            time.sleep(0.1)
-        print(f"locust_run: started herald serve (pid {proc.pid}) at {url}", flush=True)
-        yield url
-    except ServerError:
-        print(log_path.read_text(errors="replace")[-4000:], file=sys.stderr)
-        raise
+        try:
+            server.start(STARTUP_TIMEOUT)
+        except (RuntimeError, TimeoutError) as exc:
+            print(server.output()[-4000:], file=sys.stderr)
+            raise ServerError(str(exc)) from exc
+        print(f"locust_run: started herald serve (pid {server.pid}) at {server.http}", flush=True)
+        yield server.http
     finally:
-        if proc is not None:
-            stop_pid(proc)
-            print(f"locust_run: stopped herald serve (pid {proc.pid})", flush=True)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if server.proc is not None:
+            server.stop()
+            print(f"locust_run: stopped herald serve (pid {server.pid})", flush=True)
+        shutil.rmtree(server.data_dir, ignore_errors=True)
 
 
 def read_stats(prefix: str) -> list[dict[str, str]]:

@@ -29,6 +29,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -254,15 +255,46 @@ class QueueUser(FastHttpUser):
     abstract = True
     default_headers = auth_headers()
 
-    def on_start(self) -> None:
-        with self.client.put(
-            f"/v1/queues/{QUEUE}",
-            json={"visibility_timeout": 30},
-            name="/v1/queues/[name]",
+    def queue_call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any],
+        ok: tuple[int, ...] = (200,),
+        check: Callable[[Any], str | None] | None = None,
+    ) -> Any:
+        """One call on the queue's `path`, named by its route: the JSON answer, or None
+        (and a failed request) when the status is not in `ok` or `check` names a fault."""
+        with self.client.request(
+            method,
+            f"/v1/queues/{QUEUE}{path}",
+            json=body,
+            name=f"/v1/queues/[name]{path}",
             catch_response=True,
         ) as resp:
-            if resp.status_code not in (200, 201):
+            if resp.status_code not in ok:
                 resp.failure(f"status {resp.status_code}: {resp.text[:200]}")
+                return None
+            out = None
+            with contextlib.suppress(ValueError):
+                out = resp.json()
+            problem = check(out) if check is not None else None
+            if problem:
+                resp.failure(problem)
+            return out
+
+    def on_start(self) -> None:
+        self.queue_call("PUT", "", {"visibility_timeout": 30}, ok=(200, 201))
+
+
+def _has_id(out: Any) -> str | None:
+    return None if (out or {}).get("id") else f"no id in {out!r}"[:200]
+
+
+def _all_acked(out: Any) -> str | None:
+    results = out.get("results", []) if isinstance(out, dict) else out
+    bad = [r for r in results or [] if "error" in r or r.get("ok") is False]
+    return f"ack refused: {bad[:3]}" if bad else None
 
 
 class QueueProducer(QueueUser):
@@ -272,16 +304,7 @@ class QueueProducer(QueueUser):
     @task
     def send(self) -> None:
         body = {"sent_ms": now_ms(), "n": random.randint(0, 1 << 30)}
-        with self.client.post(
-            f"/v1/queues/{QUEUE}/messages",
-            json={"body": body},
-            name="/v1/queues/[name]/messages",
-            catch_response=True,
-        ) as resp:
-            if resp.status_code != 201:
-                resp.failure(f"status {resp.status_code}: {resp.text[:200]}")
-            elif not (resp.json() or {}).get("id"):
-                resp.failure(f"no id in {resp.text[:200]}")
+        self.queue_call("POST", "/messages", {"body": body}, ok=(201,), check=_has_id)
 
 
 class QueueConsumer(QueueUser):
@@ -290,16 +313,10 @@ class QueueConsumer(QueueUser):
 
     @task
     def receive_and_ack(self) -> None:
-        with self.client.post(
-            f"/v1/queues/{QUEUE}/receive",
-            json={"max": 10, "wait": 1},
-            name="/v1/queues/[name]/receive",
-            catch_response=True,
-        ) as resp:
-            if resp.status_code != 200:
-                resp.failure(f"status {resp.status_code}: {resp.text[:200]}")
-                return
-            messages = (resp.json() or {}).get("messages") or []
+        out = self.queue_call("POST", "/receive", {"max": 10, "wait": 1})
+        if out is None:
+            return
+        messages = out.get("messages") or []
         received = now_ms()
         receipts = []
         for m in messages:
@@ -315,22 +332,8 @@ class QueueConsumer(QueueUser):
                 exception=None if ok else ProtocolViolation(f"bad message {m!r}"[:300]),
                 context={},
             )
-        if not receipts:
-            return
-        with self.client.post(
-            f"/v1/queues/{QUEUE}/ack",
-            json={"receipts": receipts},
-            name="/v1/queues/[name]/ack",
-            catch_response=True,
-        ) as resp:
-            if resp.status_code != 200:
-                resp.failure(f"status {resp.status_code}: {resp.text[:200]}")
-                return
-            out = resp.json()
-            results = out.get("results", []) if isinstance(out, dict) else out
-            bad = [r for r in results or [] if "error" in r or r.get("ok") is False]
-            if bad:
-                resp.failure(f"ack refused: {bad[:3]}")
+        if receipts:
+            self.queue_call("POST", "/ack", {"receipts": receipts}, check=_all_acked)
 
 
 _CLASSES: dict[str, tuple[type[User], ...]] = {

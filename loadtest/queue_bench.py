@@ -46,7 +46,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from loadtest.fanout_micro import ROOT, cpu_seconds, free_port, spawn, stop, stop_all
+from loadtest.procs import (
+    ROOT,
+    RedisServer,
+    cpu_seconds,
+    free_port,
+    spawn,
+    stop_all,
+    stop_pid,
+    wait_port,
+)
 
 BATCH = 100
 SYSTEMS = ["herald-redis", "herald-http", "herald-sqlite", "rq", "rabbitmq"]
@@ -226,7 +235,7 @@ async def herald_phases(
 
 
 async def run_herald_inproc(
-    engine: str, redis: Redis_, tmp: Path, n: int, conc: int
+    engine: str, redis: RedisServer, tmp: Path, n: int, conc: int
 ) -> dict[str, Any]:
     from fanout.queues import open_queue_service
 
@@ -247,7 +256,7 @@ async def run_herald_inproc(
         await svc.close()
 
 
-async def run_herald_http(redis: Redis_, tmp: Path, n: int, conc: int) -> dict[str, Any]:
+async def run_herald_http(redis: RedisServer, tmp: Path, n: int, conc: int) -> dict[str, Any]:
     import httpx
 
     port = free_port()
@@ -277,9 +286,7 @@ async def run_herald_http(redis: Redis_, tmp: Path, n: int, conc: int) -> dict[s
         stderr=subprocess.DEVNULL,
     )
     try:
-        from loadtest.fanout_micro import wait_port
-
-        wait_port(port, proc, 30)
+        wait_port(port, 30, proc)
         q = f"qbench-{uuid.uuid4().hex[:8]}"
         limits = httpx.Limits(max_connections=conc * 2, max_keepalive_connections=conc * 2)
         async with httpx.AsyncClient(
@@ -296,13 +303,13 @@ async def run_herald_http(redis: Redis_, tmp: Path, n: int, conc: int) -> dict[s
             await c.delete(f"/v1/queues/{q}")
         return res
     finally:
-        stop(proc)
+        stop_pid(proc)
 
 
 # ---- RQ -------------------------------------------------------------------------------
 
 
-def run_rq(redis: Redis_, n: int, workers: int) -> dict[str, Any]:
+def run_rq(redis: RedisServer, n: int, workers: int) -> dict[str, Any]:
     from redis import Redis
     from rq import Queue
 
@@ -418,7 +425,7 @@ def run_rq(redis: Redis_, n: int, workers: int) -> dict[str, Any]:
         return out
     finally:
         for p in wprocs:
-            stop(p)
+            stop_pid(p)
         with contextlib.suppress(Exception):
             q.delete(delete_jobs=True)
         conn.close()
@@ -567,48 +574,18 @@ async def run_rabbit(n: int, conc: int) -> dict[str, Any]:
 # ---- Redis of our own ------------------------------------------------------------------------
 
 
-class Redis_:
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.dir = tmp / "redis"
-        self.dir.mkdir()
-        self.proc = spawn(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--dir",
-                str(self.dir),
-                "--maxmemory-policy",
-                "noeviction",
-            ],
-            None,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        from loadtest.fanout_micro import wait_port
+def start_redis(tmp: Path) -> RedisServer:
+    """Our own Redis: AOF on, fsync every second, no eviction (as a queue store wants)."""
+    args = ("--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction")
+    return RedisServer(args=args, dir=tmp / "redis").start()
 
-        wait_port(self.port, self.proc, 15)
-        self.pid = self.proc.pid
-        self.url = f"redis://127.0.0.1:{self.port}/0"
 
-    def flush(self) -> None:
-        from redis import Redis
+def flush(redis: RedisServer) -> None:
+    from redis import Redis
 
-        r = Redis.from_url(self.url)
-        r.flushall()
-        r.close()
-
-    def stop(self) -> None:
-        stop(self.proc)
+    r = Redis.from_url(redis.url)
+    r.flushall()
+    r.close()
 
 
 # ---- driver ---------------------------------------------------------------------------------
@@ -631,7 +608,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "systems": {},
     }
-    redis = Redis_(tmp)
+    redis = start_redis(tmp)
     try:
         for name in only:
             log(f"{name} ...")
@@ -655,7 +632,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             r["took_s"] = round(time.perf_counter() - t, 1)
             result["systems"][name] = r
             log(f"{name}: {summary(r)}")
-            redis.flush()
+            flush(redis)
     finally:
         redis.stop()
         stop_all()

@@ -12,6 +12,7 @@
     ├── ReceiptInvalid               receipt_invalid (400)
     ├── QueueFull                    queue_full (503)
     ├── BackplaneUnavailable         backplane_unavailable (503)
+    ├── StoreUnavailable             store_unavailable (503)
     └── Overloaded                   overloaded (503)
 
 Foreign errors (Redis, SQLite, pydantic) are translated into these at the boundary
@@ -100,6 +101,14 @@ class QueueFull(HeraldError):
 
 class BackplaneUnavailable(HeraldError):
     code = "backplane_unavailable"
+    status = 503
+
+
+class StoreUnavailable(HeraldError):
+    """The durable queue store (SQLite or Redis) failed; the call did not take effect
+    or may be retried (a send with a `dedup_id` is then not duplicated)."""
+
+    code = "store_unavailable"
     status = 503
 
 

@@ -1,31 +1,29 @@
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from procs import RedisServer
+from procs import HeraldServer, RedisServer, running
 
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     """A private redis-server on a free port, stopped by PID afterwards."""
-    server = RedisServer().start()
-    try:
+    with running(server := RedisServer()):
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
 def shared_redis() -> Iterator[RedisServer]:
     """One private redis-server for a whole session (tests flush their own keys)."""
-    server = RedisServer().start()
-    try:
+    with running(server := RedisServer()):
         yield server
-    finally:
-        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[HeraldServer]:
+    """One `herald serve` (memory engine, dev mode) per test module; a module may
+    override it with its own settings."""
+    with running(s := HeraldServer()):
+        yield s

@@ -8,6 +8,7 @@ the helpers that keep the indexes consistent; see `redis_keys` for the layout.
 from __future__ import annotations
 
 from fanout.queues.model import DEDUP_WINDOW_S
+from fanout.redis.runner import Script, ScriptRunner
 
 _PRELUDE = r"""
 local K_META, K_BODY, K_STATE, K_READY, K_DELAYED, K_INFLIGHT, K_EXPIRY,
@@ -375,8 +376,8 @@ end
 return {#ids, cursor + skipped, moved}
 """
 
-SCRIPTS: dict[str, str] = {
-    name: _PRELUDE + body
+SCRIPTS: dict[str, Script] = {
+    name: Script.of(_PRELUDE + body)
     for name, body in {
         "send": SEND,
         "receive": RECEIVE,
@@ -410,4 +411,8 @@ redis.call('PUBLISH', ARGV[1], '1')
 return r
 """
 
-GLOBAL_SCRIPTS: dict[str, str] = {"subs_load": SUBS_LOAD, "subs_change": SUBS_CHANGE}
+GLOBAL_SCRIPTS: dict[str, Script] = {
+    "subs_load": Script.of(SUBS_LOAD),
+    "subs_change": Script.of(SUBS_CHANGE),
+}
+RUNNER = ScriptRunner([*SCRIPTS.values(), *GLOBAL_SCRIPTS.values()])

@@ -21,9 +21,11 @@ trip per node; a script a node lacks is run again alone, which loads it); the
 wake-up listener PSUBSCRIBEs on one node, since a cluster broadcasts classic
 PUBLISH to every node, and moves to another node when that one fails.
 
-Redis errors become `BackplaneUnavailable` here. Scripts are never retried
-automatically after a connection error (the script may have run): the caller
-gets a 503 and retries, and a send with a `dedup_id` is then not duplicated.
+Redis errors become `StoreUnavailable` here (`fanout.redis.errors`). Scripts
+are never retried automatically after a connection error (the script may have
+run): the caller gets a 503 and retries, and a send with a `dedup_id` is then not
+duplicated. A NOSCRIPT reply (the script did not run) loads the scripts and runs
+it again (`fanout.redis.runner`).
 """
 
 from __future__ import annotations
@@ -38,12 +40,7 @@ from typing import Any, TypeVar
 
 import orjson
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
-from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import ClusterPipeline
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
-from redis.retry import Retry
+from redis.exceptions import RedisError
 
 from fanout.queues.model import (
     Entry,
@@ -53,22 +50,24 @@ from fanout.queues.model import (
     new_receipt_base,
 )
 from fanout.queues.redis_keys import META, OUTBOX, RedisKeys
-from fanout.queues.redis_scripts import GLOBAL_SCRIPTS, SCRIPTS
+from fanout.queues.redis_scripts import GLOBAL_SCRIPTS, RUNNER, SCRIPTS
 from fanout.queues.service import Clock, QueueService, QueueSubscription
-from fanout.redis.connect import detect_cluster, split
+from fanout.redis.connect import Backoff, RedisURL, detect_cluster, no_retry
+from fanout.redis.errors import REDIS_ERRORS, translate, translated
 from shared.errors import (
-    BackplaneUnavailable,
     HeraldError,
     PayloadTooLarge,
     QueueFull,
     QueueNotFound,
     ReceiptInvalid,
+    StoreUnavailable,
 )
 
 log = logging.getLogger("herald.queues.redis")
 T = TypeVar("T")
 
 _REDRIVE_PAGE = 500
+_WHAT = "the Redis queue store"
 
 
 def _text(value: Any) -> str:
@@ -81,11 +80,15 @@ class RedisQueueService(QueueService):
     def __init__(self, url: str, clock: Clock, *, namespace: str = "herald") -> None:
         super().__init__(clock)
         self._namespace = namespace
-        self._url = url
-        self._cluster_url, forced, self._cluster_kwargs = split(url)
+        self._target = RedisURL.parse(url)
+        # Unlike the backplane, no default pool cap: a queue store's connections are
+        # per concurrent request, and RedisCluster's pool does not block.
+        self._client_kwargs: dict[str, Any] = {"retry": no_retry()}
+        if self._target.max_connections is not None:
+            self._client_kwargs["max_connections"] = self._target.max_connections
         # The client is chosen again at start-up (`_open`), once `INFO cluster` answered.
         self._redis: Redis | RedisCluster = (
-            self._new_cluster() if forced else Redis.from_url(url, retry=Retry(NoBackoff(), 0))
+            self._new_cluster() if self._target.cluster else self._new_single()
         )
         self._bind()
         self._listener: asyncio.Task[None] | None = None
@@ -97,94 +100,69 @@ class RedisQueueService(QueueService):
     def cluster(self) -> bool:
         return isinstance(self._redis, RedisCluster)
 
+    def _new_single(self) -> Redis:
+        return Redis.from_url(self._target.url, **self._client_kwargs)
+
     def _new_cluster(self) -> RedisCluster:
         # No retries: a script must never run twice because the driver resent it
         # (redirections, MOVED / ASK, are still followed: the script did not run).
-        return RedisCluster.from_url(
-            self._cluster_url, retry=AsyncRetry(NoBackoff(), 0), **self._cluster_kwargs
-        )
+        return RedisCluster.from_url(self._target.url, **self._client_kwargs)
 
     def _bind(self) -> None:
-        """Key names and script objects for the current client."""
+        """Key names for the current client (hash tags only on a cluster)."""
         self.keys = RedisKeys(self._namespace, cluster=self.cluster)
-        self._scripts = {
-            name: self._redis.register_script(src)
-            for name, src in {**SCRIPTS, **GLOBAL_SCRIPTS}.items()
-        }
 
     # ---- plumbing -------------------------------------------------------------------
 
     async def _io(self, call: Awaitable[T]) -> T:
-        try:
+        with translated(StoreUnavailable, _WHAT):
             return await call
-        except RedisError as exc:
-            raise BackplaneUnavailable(f"queue store unavailable: {exc}") from None
 
     def _argv(self, name: str, args: builtins.list[Any]) -> builtins.list[Any]:
         now = self.clock()
         return [self.keys.wake_channel(name), repr(now), int(now * 1000), *args]
 
-    async def _script(
-        self,
-        script: str,
-        name: str,
-        args: builtins.list[Any],
-        client: Redis | Pipeline | None = None,
-    ) -> Any:
+    async def _script(self, script: str, name: str, args: builtins.list[Any]) -> Any:
         return await self._io(
-            self._scripts[script](
-                keys=self.keys.queue(name), args=self._argv(name, args), client=client
-            )
+            RUNNER.run(self._redis, SCRIPTS[script], self.keys.queue(name), self._argv(name, args))
         )
 
     async def _script_batch(
         self, calls: builtins.list[tuple[str, str, builtins.list[Any]]]
     ) -> builtins.list[Any]:
-        """Run queue scripts (script, queue, args) in one pipelined round trip."""
-        if isinstance(self._redis, Redis):
-            pipe = self._redis.pipeline(transaction=False)
-            for script, name, args in calls:
-                await self._script(script, name, args, client=pipe)
-            result: builtins.list[Any] = await self._io(pipe.execute())
-            return result
-        # A cluster pipeline sends each node its share in one round trip. redis-py
-        # blocks its `evalsha` method there, but the raw command is routed by its keys
-        # (`_determine_slot` reads EVALSHA's numkeys). It does not load scripts: a node
-        # without one (a new primary after a failover) answers NOSCRIPT, so the script
-        # did not run there; run it again alone (that loads it). Any other error fails
-        # the batch, as on a single Redis.
-        cpipe: ClusterPipeline = self._redis.pipeline(transaction=False)
-        for script, name, args in calls:
-            keys = self.keys.queue(name)
-            sha = self._scripts[script].sha
-            cpipe.execute_command("EVALSHA", sha, len(keys), *keys, *self._argv(name, args))
-        raw = await self._io(cpipe.execute(raise_on_error=False))
-        out: builtins.list[Any] = []
-        for (script, name, args), res in zip(calls, raw, strict=True):
-            if isinstance(res, NoScriptError):
-                res = await self._script(script, name, args)
-            elif isinstance(res, Exception):
-                raise BackplaneUnavailable(f"queue store unavailable: {res}")
-            out.append(res)
-        return out
+        """Run queue scripts (script, queue, args) in one pipelined round trip.
+
+        On a cluster, one round trip per node: the raw EVALSHA is routed by its keys.
+        Any error but NOSCRIPT (the runner loads and runs those again) fails the batch.
+        """
+        raw = await self._io(
+            RUNNER.pipeline(
+                self._redis,
+                [
+                    (SCRIPTS[script], self.keys.queue(name), self._argv(name, args))
+                    for script, name, args in calls
+                ],
+            )
+        )
+        for res in raw:
+            if isinstance(res, Exception):
+                raise translate(res, StoreUnavailable, _WHAT)
+        return raw
 
     async def _global_script(self, script: str, args: builtins.list[Any]) -> Any:
         keys = [self.keys.subscriptions, self.keys.subscriptions_version]
-        return await self._io(self._scripts[script](keys=keys, args=args))
+        return await self._io(RUNNER.run(self._redis, GLOBAL_SCRIPTS[script], keys, args))
 
     async def _open(self) -> None:
-        if isinstance(self._redis, Redis) and await self._io(
-            detect_cluster(self._url, retry=Retry(NoBackoff(), 0))
-        ):
+        if isinstance(self._redis, Redis) and await self._io(detect_cluster(self._target)):
             await self._redis.aclose()
             self._redis = self._new_cluster()
             self._bind()
         if isinstance(self._redis, RedisCluster):
             await self._io(self._redis.initialize())
-            for script in self._scripts.values():  # on every primary
-                await self._io(self._redis.script_load(script.script))
+        await self._io(RUNNER.load(self._redis))  # on every primary of a cluster
         self._listener = asyncio.create_task(self._listen())
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(*REDIS_ERRORS):
             for policy in await self._eviction_policies():
                 if policy not in (None, b"noeviction"):
                     log.warning(
@@ -225,7 +203,7 @@ class RedisQueueService(QueueService):
             if isinstance(self._redis, RedisCluster):  # every slot must answer
                 return bool(await self._redis.ping(target_nodes=RedisCluster.PRIMARIES))
             return bool(await self._redis.ping())
-        except RedisError:
+        except REDIS_ERRORS:
             return False
 
     def _pubsub_client(self, avoid: str | None) -> tuple[Redis, str]:
@@ -238,7 +216,7 @@ class RedisQueueService(QueueService):
         pick one at random, another than the one that just failed.
         """
         if isinstance(self._redis, Redis):
-            return Redis.from_url(self._url, retry=Retry(NoBackoff(), 0)), self._url
+            return Redis.from_url(self._target.url, retry=no_retry()), self._target.url
         nodes = self._redis.get_nodes()
         others = [n for n in nodes if n.name != avoid] or nodes
         if not others:
@@ -250,18 +228,20 @@ class RedisQueueService(QueueService):
     async def _listen(self) -> None:
         """Wake local waiters on sends anywhere; reload subscriptions when they change."""
         failed: str | None = None
+        backoff = Backoff(high=0.5)
         while not self._closing:
             try:
                 client, where = self._pubsub_client(failed)
             except RedisError as exc:
                 log.warning("queue wake-up listener has no Redis node (%s); retrying", exc)
-                await asyncio.sleep(0.5)
+                await backoff.sleep()
                 continue
             self._listen_client = client
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(self.keys.wake_pattern)
                 await pubsub.subscribe(self.keys.subscriptions_channel)
+                backoff.reset()
                 async for msg in pubsub.listen():
                     channel = _text(msg["channel"])
                     if msg["type"] == "pmessage":
@@ -269,11 +249,11 @@ class RedisQueueService(QueueService):
                     elif channel == self.keys.subscriptions_channel:
                         with contextlib.suppress(HeraldError):
                             self._install_subscriptions(await self._load_subscriptions())
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 # Waiters fall back to polling every tick until we are back.
                 log.warning("queue wake-up listener lost Redis (%s); retrying", exc)
                 failed = where
-                await asyncio.sleep(0.5)
+                await backoff.sleep()
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -28,12 +28,12 @@ from fanout.queues.model import (
 )
 from fanout.queues.service import Clock, QueueService, QueueSubscription
 from shared.errors import (
-    BackplaneUnavailable,
     HeraldError,
     PayloadTooLarge,
     QueueFull,
     QueueNotFound,
     ReceiptInvalid,
+    StoreUnavailable,
 )
 
 T = TypeVar("T")
@@ -122,7 +122,7 @@ class SqliteQueueService(QueueService):
     def _transaction(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
         conn = self._conn
         if conn is None:
-            raise BackplaneUnavailable("the queue store is closed")
+            raise StoreUnavailable("the queue store is closed")
         try:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
@@ -133,7 +133,7 @@ class SqliteQueueService(QueueService):
             conn.execute("COMMIT")
             return result
         except sqlite3.Error as exc:
-            raise BackplaneUnavailable(f"queue store error: {exc}") from None
+            raise StoreUnavailable(f"queue store error: {exc}") from None
 
     async def _open(self) -> None:
         def connect() -> None:

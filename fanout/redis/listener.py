@@ -17,12 +17,16 @@ every connection is pinged each `PING_INTERVAL_S`; one silent for `DEAD_AFTER_S`
 is dropped and reconnected. `healthy()` is False while a connection is lost or a
 wanted channel waits longer than `CONFIRM_WITHIN_S` for its subscribe reply.
 Reconnects back off from 50 ms to at most 1 s and resubscribe every channel.
+
+Restoring (issue: messages accepted right after a Redis restart were lost): a
+channel whose subscription was lost is "restoring" until Redis confirms it again.
+`restored()` is False meanwhile, so the pod stays unready and refuses publishes;
+`on_lost` and `on_restored` let the backplane hold and replay history topics.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
@@ -31,6 +35,8 @@ from typing import cast
 
 import hiredis
 from redis.crc import key_slot
+
+from fanout.redis.connect import Backoff, stop_tasks
 
 log = logging.getLogger("herald.redis")
 
@@ -168,8 +174,14 @@ class Listener:
         self._endpoint = Endpoint()
         self.on_reconnect: Callable[[], None] | None = None
         self.on_outage: Callable[[], None] | None = None
+        # Subscriptions lost (connection, slot move), and all of them back again.
+        self.on_lost: Callable[[set[bytes]], None] | None = None
+        self.on_restored: Callable[[], None] | None = None
+        self._restoring: set[bytes] = set()  # lost, still wanted, not confirmed again
+        self._was_restoring = False
         self.reconnects = 0
         self.resubscribes = 0
+        self._closed = False
 
     # ---- configuration and lifecycle ---------------------------------------------
 
@@ -195,11 +207,8 @@ class Listener:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._closed = True
+        await stop_tasks(self._tasks)
         self._tasks = []
         for wire in list(self._wires.values()):
             wire.close()
@@ -231,6 +240,9 @@ class Listener:
             self._pending.pop(channel, None)
             self._changed.add(channel)
             self._dirty.set()
+            if channel in self._restoring:
+                self._restoring.discard(channel)
+                self._check_restored()
 
     def wants(self, channel: bytes) -> bool:
         return channel in self._desired
@@ -248,7 +260,8 @@ class Listener:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(fut)
         try:
-            await asyncio.wait_for(fut, wait_s)
+            async with asyncio.timeout(wait_s):
+                await fut
         except TimeoutError:
             return False
         finally:
@@ -259,9 +272,33 @@ class Listener:
                     del self._waiters[channel]
         return True
 
+    def restored(self) -> bool:
+        """No subscription lost and not yet confirmed again by Redis."""
+        return not self._restoring and not self._lost_addrs
+
+    def _check_restored(self) -> None:
+        if self.restored() and self._was_restoring:
+            self._was_restoring = False
+            if self.on_restored is not None:
+                self.on_restored()
+
+    def _lose(self, lost: set[bytes]) -> None:
+        """Subscriptions of wanted channels are gone: restore them, tell the backplane."""
+        now = self._now()
+        for ch in lost:
+            self._pending.setdefault(ch, now)
+            self._lost_channels.add(ch)
+            self._changed.add(ch)
+        self._restoring |= lost
+        self._was_restoring = True
+        self._need_refresh = self._refresh is not None
+        self._dirty.set()
+        if lost and self.on_lost is not None:
+            self.on_lost(lost)
+
     def healthy(self) -> bool:
         """Every connection up and answering, every wanted channel subscribed."""
-        if self._route is None or not self._tasks or self._lost_addrs:
+        if self._route is None or not self._tasks or not self.restored():
             return False
         now = self._now()
         for wire in self._wires.values():
@@ -276,8 +313,8 @@ class Listener:
     # ---- the sync task ------------------------------------------------------------------
 
     async def _sync_loop(self) -> None:
-        backoff = BACKOFF_MIN_S
-        while True:
+        backoff = Backoff(BACKOFF_MIN_S, BACKOFF_MAX_S)
+        while not self._closed:
             await self._dirty.wait()
             self._dirty.clear()
             if self._route is None:
@@ -291,14 +328,16 @@ class Listener:
                 raise
             except Exception as exc:  # OSError, timeouts, a cluster slot not covered…
                 log.warning(
-                    "redis pub/sub: %s: %s (retry in %.2fs)", type(exc).__name__, exc, backoff
+                    "redis pub/sub: %s: %s (retry in %.2fs)",
+                    type(exc).__name__,
+                    exc,
+                    backoff.delay,
                 )
                 self._need_refresh = self._refresh is not None
                 self._dirty.set()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                await backoff.sleep()
                 continue
-            backoff = BACKOFF_MIN_S
+            backoff.reset()
 
     async def _sync(self) -> None:
         assert self._route is not None
@@ -344,6 +383,7 @@ class Listener:
         # Every wanted channel is placed again: an address lost for good (a cluster
         # node replaced by another) no longer holds readiness down.
         self._lost_addrs.clear()
+        self._check_restored()
 
     def _send(self, wire: _Wire, verb: bytes, chans: list[bytes]) -> None:
         if not chans:
@@ -372,10 +412,10 @@ class Listener:
         loop = asyncio.get_running_loop()
         endpoint = self._endpoint
         wire: _Wire
-        _, wire = await asyncio.wait_for(
-            loop.create_connection(lambda: _Wire(self, addr), addr[0], addr[1], ssl=endpoint.ssl),
-            CONNECT_TIMEOUT_S,
-        )
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            _, wire = await loop.create_connection(
+                lambda: _Wire(self, addr), addr[0], addr[1], ssl=endpoint.ssl
+            )
         hello = endpoint.handshake()
         if hello:
             wire.send(hello)
@@ -398,7 +438,7 @@ class Listener:
                 wire.close()
 
     async def _ping_loop(self) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(PING_INTERVAL_S)
             now = self._now()
             for wire in list(self._wires.values()):
@@ -438,6 +478,9 @@ class Listener:
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
+        if ch in self._restoring:
+            self._restoring.discard(ch)
+            self._check_restored()
 
     def _unsubscribed(self, wire: _Wire, ch: bytes) -> None:
         n = wire.unsubscribing.get(ch, 0)
@@ -451,11 +494,7 @@ class Listener:
             # Unasked: Redis Cluster moved the channel's slot to another node.
             self._unplace(ch, wire)
             if ch in self._desired:
-                self._pending.setdefault(ch, self._now())
-                self._lost_channels.add(ch)
-                self._changed.add(ch)
-                self._need_refresh = self._refresh is not None
-                self._dirty.set()
+                self._lose({ch})
 
     def _error(self, wire: _Wire, err: Exception) -> None:
         log.warning("redis pub/sub: %s:%d replied %s", wire.addr[0], wire.addr[1], err)
@@ -469,21 +508,18 @@ class Listener:
             return
         log.warning("redis pub/sub: lost %s:%d (%s)", wire.addr[0], wire.addr[1], exc or "closed")
         self._lost_addrs.add(wire.addr)
-        now = self._now()
+        lost: set[bytes] = set()
         for ch in wire.channels:
             if self._placed.get(ch) is wire:
                 del self._placed[ch]
                 self._sent_at.pop(ch, None)
                 if ch in self._desired:
-                    self._pending.setdefault(ch, now)
-                    self._lost_channels.add(ch)
-                    self._changed.add(ch)
+                    lost.add(ch)
         wire.channels.clear()
         wire.unsubscribing.clear()
-        self._need_refresh = self._refresh is not None
-        self._dirty.set()
         if self.on_outage is not None:
             self.on_outage()
+        self._lose(lost)
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()

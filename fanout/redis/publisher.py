@@ -19,12 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import NoScriptError
-
 from fanout.backplane import IDEMPOTENCY_WINDOW_S, PublishItem, PublishOutcome
 from fanout.redis import keys, scripts
+from fanout.redis.errors import unavailable
 from fanout.redis.registry import PrefixRegistry
-from shared.errors import BackplaneUnavailable
 
 log = logging.getLogger("herald.redis")
 
@@ -161,13 +159,11 @@ class Publisher:
 
     async def _run(self, ops: list[_Op]) -> list[PublishOutcome | Exception]:
         """Send every op in one pipeline; a NOSCRIPT reloads and resends those ops."""
-        results = await self._pipeline(ops)
-        retry = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if retry:
-            await scripts.load(self._client)
-            again = await self._pipeline([ops[i] for i in retry])
-            for i, r in zip(retry, again, strict=True):
-                results[i] = r
+        results = await scripts.RUNNER.reload_missing(
+            self._client,
+            await self._pipeline(ops),
+            lambda missing: self._pipeline([ops[i] for i in missing]),
+        )
         # Cluster: the prefix channels of scripted messages, with the final envelope.
         later: list[tuple[bytes, bytes]] = []
         for op, r in zip(ops, results, strict=True):
@@ -193,7 +189,6 @@ class Publisher:
         Redis command per channel, and one reply for the receiving pod to parse.
         """
         pipe = self._client.pipeline(transaction=False)
-        sha = scripts.PUBLISH.sha
         pub = self._pub
         spans: list[tuple[int, int, int, int]] = []  # ops [i, j) -> replies [r, r + n)
         replies_n = 0
@@ -202,15 +197,12 @@ class Publisher:
             op = ops[i]
             msg = op.item.message
             if op.argv is not None:
-                pipe.execute_command(
-                    "EVALSHA",
-                    sha,
-                    3,
+                topic_keys = (
                     keys.meta_key(msg.topic),
                     keys.history_key(msg.topic),
                     keys.idempotency_key(msg.topic, msg.id),
-                    *op.argv,
                 )
+                scripts.PUBLISH.add(pipe, topic_keys, op.argv)
                 spans.append((i, i + 1, replies_n, 1))
                 replies_n += 1
                 i += 1
@@ -252,11 +244,3 @@ class Publisher:
             outcome = PublishOutcome(ops[i].item.message.id, offset, duplicate=bool(reply[0]))
             out.append((outcome, reply[2]) if len(reply) > 2 else outcome)
         return out
-
-
-def unavailable(exc: BaseException) -> BackplaneUnavailable:
-    """The error a client sees for a Redis failure (HTTP 503)."""
-    if isinstance(exc, BackplaneUnavailable):
-        return exc
-    detail = str(exc) or type(exc).__name__
-    return BackplaneUnavailable(f"the Redis backplane failed: {detail}")

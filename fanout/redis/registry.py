@@ -80,9 +80,14 @@ class PrefixRegistry:
         else:
             self._drop_remote(prefix, pod)
 
-    def replace(self, members: Iterable[bytes | str]) -> None:
-        """Rebuild the cache of other pods' prefixes from the zset's live members."""
-        remote: dict[str, set[str]] = {}
+    def replace(self, members: Iterable[bytes | str], *, keep: bool = False) -> None:
+        """Rebuild the cache of other pods' prefixes from the zset's live members.
+
+        With `keep`, add to the cache instead (stale entries go at the next call).
+        """
+        remote: dict[str, set[str]] = (
+            {p: set(pods) for p, pods in self._remote.items()} if keep else {}
+        )
         for raw in members:
             text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
             pod, sep, prefix = text.partition(":")

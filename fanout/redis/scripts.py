@@ -16,9 +16,7 @@ every entry outlived the rule's ttl is not a loss and keeps the epoch.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
-from typing import Any
+from fanout.redis.runner import Script, ScriptRunner
 
 # Shared by both scripts. Numbers arrive as strings in ARGV.
 _PRELUDE = r"""
@@ -134,24 +132,6 @@ return out
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Script:
-    """A Lua source and its SHA1 (EVALSHA first, SCRIPT LOAD on NOSCRIPT)."""
-
-    source: str
-    sha: str
-
-    @classmethod
-    def of(cls, source: str) -> Script:
-        return cls(source, hashlib.sha1(source.encode()).hexdigest())
-
-
 PUBLISH = Script.of(PUBLISH_LUA)
 HISTORY = Script.of(HISTORY_LUA)
-ALL = (PUBLISH, HISTORY)
-
-
-async def load(client: Any) -> None:
-    """SCRIPT LOAD every script (on every primary of a cluster)."""
-    for script in ALL:
-        await client.script_load(script.source)
+RUNNER = ScriptRunner((PUBLISH, HISTORY))

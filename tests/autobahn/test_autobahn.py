@@ -19,7 +19,7 @@ import pytest
 from procs import ROOT, free_port, stop_pid, wait_port
 from shared.config import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 WSTEST = ROOT / ".autobahn-venv" / "bin" / "wstest"
 ECHO_SERVER = Path(__file__).with_name("echo_server.py")

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -14,13 +13,6 @@ import pytest
 from procs import ROOT, HeraldServer, stop_pid
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[HeraldServer]:
-    s = HeraldServer().start()
-    yield s
-    s.stop()
 
 
 def herald(*args: str) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,15 +14,6 @@ from wsclient import RawClient, client_frame, close_code
 pytestmark = pytest.mark.integration
 
 PING = client_frame(OP_TEXT, b'{"op":"ping","id":7}')
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[HeraldServer]:
-    s = HeraldServer().start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def exchange(server: HeraldServer, data: bytes) -> list[tuple[int, bytes]]:

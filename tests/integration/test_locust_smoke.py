@@ -19,7 +19,7 @@ import pytest
 
 from procs import ROOT, stop_pid
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RUN_TIMEOUT = 60.0  # locust_run itself bounds locust to --time + 60 s
 

@@ -4,7 +4,6 @@ abort a connection when the server ignores the subprotocol they asked for."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -13,15 +12,6 @@ from procs import HeraldServer
 from wsclient import connect, recv_json
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[HeraldServer]:
-    s = HeraldServer().start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 @pytest.mark.parametrize("offer", [["herald.v1"], ["chat", "herald.v1"]])

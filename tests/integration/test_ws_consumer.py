@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -12,13 +11,6 @@ from procs import HeraldServer
 from wsclient import assert_silent, connect, recv_json, recv_op
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[HeraldServer]:
-    s = HeraldServer().start()
-    yield s
-    s.stop()
 
 
 async def test_prefetch_ack_and_release_on_close(server: HeraldServer) -> None:

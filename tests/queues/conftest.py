@@ -6,14 +6,10 @@ processes from tests/redis/redis_harness.py, started once per session, stopped b
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "redis"))
-
 from queue_helpers import FakeClock, make_service
 from redis_harness import RedisClusterServers
 

@@ -156,7 +156,7 @@ async def test_fanout_to_queues_on_every_node_and_lost_scripts(
     for q in plain:
         assert sorted(b["id"] for b in await drain(csvc, q)) == [f"m{i}" for i in range(6)]
     # A node that lost its scripts (a new primary) answers NOSCRIPT inside the batch:
-    # that script did not run, and runs again alone.
+    # that script did not run, and runs again once the scripts are loaded.
     shared_redis_cluster.cli_all("SCRIPT", "FLUSH")
     await csvc.on_publish([order(0, "shop.0")])  # FIFO: the same id is deduplicated
     await csvc.on_publish([order(6, "shop.0")])

@@ -17,7 +17,7 @@ from queue_helpers import FakeClock, make_service
 
 from fanout.queues import QueueService
 from procs import ROOT, RedisServer
-from shared.errors import BackplaneUnavailable
+from shared.errors import StoreUnavailable
 
 T = TypeVar("T")
 
@@ -102,7 +102,7 @@ async def retry(call: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
     while True:
         try:
             return await call()
-        except BackplaneUnavailable:
+        except StoreUnavailable:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.05)

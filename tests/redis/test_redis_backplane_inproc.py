@@ -18,7 +18,7 @@ from fanout.backplane import PublishItem
 from fanout.memory import MemoryBackplane
 from fanout.message import Message
 from fanout.redis import keys
-from fanout.redis_backplane import RedisBackplane
+from fanout.redis.backplane import RedisBackplane
 from procs import RedisServer
 from shared.config import HistoryRule
 from shared.errors import BackplaneUnavailable
@@ -224,3 +224,80 @@ async def test_live_means_no_message_is_missed(
         assert not await other.live("never.watched", wait_s=0.01)
     finally:
         await other.close()
+
+
+async def test_background_loops_end_when_a_wakeup_races_the_cancel(
+    backplane: RedisBackplane,
+) -> None:
+    """close() cancels the background loops; none may swallow that cancellation.
+
+    Python 3.11's `asyncio.wait_for` returns normally when the awaited future completes
+    in the same turn as the cancellation, so a loop parked in it ran on, and close()
+    (which awaits every loop) hung: seen as a flaky test teardown after interest churn.
+    """
+    (registry,) = [t for t in backplane._tasks if t.get_name() == "herald-redis-registry"]
+    await asyncio.sleep(0.05)  # parked, waiting for a wake-up or the next heartbeat
+    backplane._wake_registry.set()
+    registry.cancel()
+    await asyncio.wait({registry}, timeout=2.0)
+    assert registry.cancelled()
+
+
+async def test_no_publish_is_lost_while_subscriptions_are_restored(
+    shared_redis: RedisServer,
+) -> None:
+    """Issue 9: after its pub/sub connection dropped, a pod answered 202 as soon as its
+    health ping passed, before its listener had resubscribed, and those messages
+    reached none of its subscribers. Now it refuses publishes until every subscription
+    is back, and replays history topics that other pods published to meanwhile."""
+    shared_redis.cli("FLUSHALL")
+    rule = HistoryRule(pattern="h.>", size=100)
+    got: list[Message] = []
+    gaps: list[tuple[str, int]] = []
+    bp = RedisBackplane(shared_redis.url)
+    bp.attach(lambda t: rule if t.startswith("h.") else None, lambda t, n: gaps.append((t, n)))
+    await bp.start(got.extend)
+    other = RedisBackplane(shared_redis.url)
+    await other.start(lambda msgs: None)
+
+    def item(topic: str, n: int) -> PublishItem:
+        msg = Message.build(topic, f"m{n}", int(time.time() * 1000), n, None)
+        return PublishItem(msg, rule if topic.startswith("h.") else None)
+
+    try:
+        for pattern in ("h.a", "p.a"):
+            bp.watch(pattern)
+            assert await bp.live(pattern)
+        await bp.history("h.a", rule, None, 0)  # as a subscribe to a history topic does
+        await other.publish([item("h.a", 1)])
+        await until(lambda: len(got) == 1, "live delivery")
+
+        # Drop every pub/sub connection; hold this pod's resubscribe back meanwhile.
+        gate = asyncio.Event()
+        reconnect = bp._listener._wire
+
+        async def slow_reconnect(addr: tuple[str, int]) -> object:
+            await gate.wait()
+            return await reconnect(addr)
+
+        bp._listener._wire = slow_reconnect  # type: ignore[method-assign, assignment]
+        shared_redis.cli("CLIENT", "KILL", "TYPE", "pubsub")
+        await until(lambda: not bp.ready(), "this pod lost its subscriptions")
+        await until(lambda: other.stats()["reconnects"] == 1, "the other pod reconnected")
+        await until(other.ready, "the other pod is back")
+        await until(lambda: bp._cmd_ok, "Redis answers this pod's commands again")
+        assert not bp.ready()
+        with pytest.raises(BackplaneUnavailable):
+            await bp.publish([item("p.a", 0)])
+        await other.publish([item("h.a", 2), item("h.a", 3)])  # missed live by this pod
+
+        gate.set()
+        await until(bp.ready, "subscriptions restored")
+        await until(lambda: len(got) == 3, "replayed from history")
+        assert [(m.topic, m.offset) for m in got] == [("h.a", 1), ("h.a", 2), ("h.a", 3)]
+        assert gaps == []  # history held everything: no gap to report
+        await bp.publish([item("p.a", 4)])
+        await until(lambda: len(got) == 4, "live again")
+    finally:
+        await other.close()
+        await bp.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -56,24 +58,6 @@ INVALID_TOPICS = [
 ]
 
 
-@pytest.mark.parametrize("topic", VALID_TOPICS)
-def test_validate_topic_accepts(topic: str) -> None:
-    assert validate_topic(topic) == topic
-
-
-@pytest.mark.parametrize("topic", INVALID_TOPICS)
-def test_validate_topic_rejects(topic: str) -> None:
-    with pytest.raises(InvalidTopic) as info:
-        validate_topic(topic)
-    assert info.value.code == "invalid_topic"
-
-
-@pytest.mark.parametrize("value", [None, 5, b"game", ["game"]])
-def test_validate_topic_rejects_non_strings(value: object) -> None:
-    with pytest.raises(InvalidTopic):
-        validate_topic(value)
-
-
 VALID_PATTERNS = [
     P("game.12345.score", id="concrete"),
     P("game.*.score", id="star-middle"),
@@ -114,22 +98,41 @@ INVALID_PATTERNS = [
 ]
 
 
-@pytest.mark.parametrize("pattern", VALID_PATTERNS)
-def test_validate_pattern_accepts(pattern: str) -> None:
-    assert validate_pattern(pattern) == pattern
+NON_STRING_TOPICS = [None, 5, b"game", ["game"]]
+NON_STRING_PATTERNS = [None, 5, b"game.*", ["game"]]
 
 
-@pytest.mark.parametrize("pattern", INVALID_PATTERNS)
-def test_validate_pattern_rejects(pattern: str) -> None:
+def by_validator(topics: list[Any], patterns: list[Any]) -> list[Any]:
+    """(validator, value) cases: `topics` for validate_topic, `patterns` for validate_pattern."""
+    out = []
+    for name, validate, cases in (
+        ("topic", validate_topic, topics),
+        ("pattern", validate_pattern, patterns),
+    ):
+        for i, case in enumerate(cases):
+            values, ident = (case.values, case.id) if hasattr(case, "values") else ((case,), i)
+            out.append(P(validate, *values, id=f"{name}-{ident}"))
+    return out
+
+
+@pytest.mark.parametrize(("validate", "value"), by_validator(VALID_TOPICS, VALID_PATTERNS))
+def test_validate_accepts(validate: Callable[[object], str], value: str) -> None:
+    assert validate(value) == value
+
+
+@pytest.mark.parametrize(("validate", "value"), by_validator(INVALID_TOPICS, INVALID_PATTERNS))
+def test_validate_rejects(validate: Callable[[object], str], value: str) -> None:
     with pytest.raises(InvalidTopic) as info:
-        validate_pattern(pattern)
+        validate(value)
     assert info.value.code == "invalid_topic"
 
 
-@pytest.mark.parametrize("value", [None, 5, b"game.*", ["game"]])
-def test_validate_pattern_rejects_non_strings(value: object) -> None:
+@pytest.mark.parametrize(
+    ("validate", "value"), by_validator(NON_STRING_TOPICS, NON_STRING_PATTERNS)
+)
+def test_validate_rejects_non_strings(validate: Callable[[object], str], value: object) -> None:
     with pytest.raises(InvalidTopic):
-        validate_pattern(value)
+        validate(value)
 
 
 @pytest.mark.parametrize(

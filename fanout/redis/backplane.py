@@ -19,42 +19,45 @@ own slots and are SPUBLISHed by the pod after the script returned the envelope.
 
 Failure (SPEC §5): a health ping every 0.5 s and the listener's own liveness drive
 `ready()`; publish and history raise `BackplaneUnavailable` (HTTP 503) instead of
-dropping anything silently. See docs/redis.md.
+dropping anything silently. After an outage the pod stays unready, and refuses
+publishes, until every lost subscription is confirmed again; history topics then
+replay what other pods published meanwhile (`recovery.py`). See docs/redis.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.connection import parse_url
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from fanout.backplane import (
     Backplane,
     Deliver,
     HistoryPage,
+    OnGap,
     PublishItem,
     PublishOutcome,
+    RuleLookup,
 )
 from fanout.message import Message
 from fanout.redis import keys, scripts
+from fanout.redis.connect import Backoff, RedisURL, detect_cluster, no_retry, stop_tasks
+from fanout.redis.errors import REDIS_ERRORS, unavailable
 from fanout.redis.listener import Addr, Endpoint, Listener
-from fanout.redis.publisher import IDLE_EXPIRY_S, Publisher, unavailable
+from fanout.redis.publisher import IDLE_EXPIRY_S, Publisher
+from fanout.redis.recovery import REPLAY_LIMIT, ReadHistory, Recovery
 from fanout.redis.registry import HEARTBEAT_S, MEMBER_TTL_S, PrefixRegistry
 from shared.config import HistoryRule
-from shared.errors import BackplaneUnavailable
+from shared.errors import BackplaneUnavailable, HeraldError
 from shared.topics import is_wildcard
 
 log = logging.getLogger("herald.redis")
@@ -67,23 +70,9 @@ CONNECT_TIMEOUT_S = 1.0
 SUBSCRIBE_WAIT_S = 2.0  # a resume waits this long for its live subscription
 DEDUP_WINDOW_S = 10.0
 DEDUP_MAX = 100_000
-
-
-def _split_url(url: str) -> tuple[str, bool, int]:
-    """(redis URL, cluster forced, pool size) from a Herald Redis URL.
-
-    `redis+cluster://` (or `rediss+cluster://`) forces cluster mode; otherwise it
-    is detected with `INFO cluster`. `?max_connections=N` sizes the command pool.
-    """
-    parts = urlsplit(url)
-    scheme = parts.scheme
-    cluster = scheme.endswith("+cluster")
-    if cluster:
-        scheme = scheme.removesuffix("+cluster")
-    query = dict(parse_qsl(parts.query))
-    pool = int(query.pop("max_connections", POOL_SIZE))
-    clean = urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
-    return clean, cluster, pool
+REPLAY_CONCURRENCY = 16  # held topics whose history is read at once after an outage
+# A replay retries through these.
+_REPLAY_ERRORS: tuple[type[Exception], ...] = (HeraldError, *REDIS_ERRORS)
 
 
 class RedisBackplane(Backplane):
@@ -93,8 +82,9 @@ class RedisBackplane(Backplane):
     live_is_immediate = False
 
     def __init__(self, url: str, *, pool_size: int | None = None) -> None:
-        self._url, self._force_cluster, url_pool = _split_url(url)
-        self._pool_size = pool_size or url_pool
+        self._target = RedisURL.parse(url)
+        self._url = self._target.url
+        self._pool_size = pool_size or self._target.max_connections or POOL_SIZE
         self.pod = secrets.token_hex(6)
         self._cmd: Any = None  # Redis or RedisCluster once connected
         self._cluster = False
@@ -103,6 +93,12 @@ class RedisBackplane(Backplane):
         self._listener = Listener(self._on_pubsub)
         self._listener.on_outage = self._on_outage
         self._listener.on_reconnect = self._on_reconnect
+        self._listener.on_lost = self._on_lost
+        self._listener.on_restored = self._on_restored
+        self._recovery = Recovery()
+        self._replay_task: asyncio.Task[None] | None = None
+        self._history_rule: RuleLookup = lambda topic: None
+        self._on_gap: OnGap | None = None
         self._registry = PrefixRegistry(self.pod)
         self._notices: list[tuple[str, str]] = []  # (+/-, prefix) to announce
         self._wake_registry = asyncio.Event()
@@ -123,10 +119,16 @@ class RedisBackplane(Backplane):
             "resubscribes": 0,
             "duplicates_dropped": 0,
             "publish_errors": 0,
+            "replayed": 0,
+            "gaps": 0,
         }
         self._publisher = Publisher(self._registry, self.counters)
 
     # ---- lifecycle -----------------------------------------------------------------
+
+    def attach(self, history_rule: RuleLookup, on_gap: OnGap) -> None:
+        self._history_rule = history_rule
+        self._on_gap = on_gap
 
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -135,30 +137,28 @@ class RedisBackplane(Backplane):
         # A reachable Redis makes the pod ready at once; an unreachable one does not
         # stop it from starting (it stays unready and keeps trying).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._booted.wait(), 5.0)
+            async with asyncio.timeout(5.0):
+                await self._booted.wait()
 
     async def close(self) -> None:
         self._closed = True
         self._deliver = None
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks([*self._tasks, *self._background])
         self._tasks = []
         await self._listener.close()
         if self._cmd is not None:
             members = self._registry.own_members()
             if members and self._cmd_ok:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._cmd.zrem(keys.PREFIXES_KEY, *members), 0.5)
+                    async with asyncio.timeout(0.5):
+                        await self._cmd.zrem(keys.PREFIXES_KEY, *members)
             with contextlib.suppress(Exception):
                 await self._cmd.aclose()
             self._cmd = None
 
     async def _boot(self) -> None:
-        backoff = 0.05
-        while True:
+        backoff = Backoff()
+        while not self._closed:
             try:
                 await self._open()
                 break
@@ -166,8 +166,9 @@ class RedisBackplane(Backplane):
                 raise
             except Exception as exc:
                 log.warning("redis: cannot connect to %s: %s (retrying)", self._url, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                await backoff.sleep()
+        if self._closed:
+            return
         self._cmd_ok = True
         self._listener.start()
         self._tasks.append(asyncio.create_task(self._health_loop(), name="herald-redis-health"))
@@ -176,25 +177,17 @@ class RedisBackplane(Backplane):
         log.info("redis backplane: %s (%s)", self._url, "cluster" if self._cluster else "single")
 
     async def _open(self) -> None:
-        retry = Retry(NoBackoff(), 0)  # a publish must never be sent twice by the driver
         common: dict[str, Any] = {
             "socket_connect_timeout": CONNECT_TIMEOUT_S,
             "socket_timeout": COMMAND_TIMEOUT_S,
-            "retry": retry,
+            "retry": no_retry(),
             # Redis < 8 answers the driver's CLIENT MAINT_NOTIFICATIONS probe with an
             # error, one wasted round trip per new connection.
             "maint_notifications_config": MaintNotificationsConfig(enabled=False),
         }
-        cluster = self._force_cluster
-        if not cluster:
-            probe = Redis.from_url(self._url, **common)
-            try:
-                info = await probe.info("cluster")
-                cluster = bool(int(info.get("cluster_enabled", 0)))
-            finally:
-                await probe.aclose()
+        cluster = await detect_cluster(self._target, **common)
         conn = parse_url(self._url)
-        ssl_ctx = ssl.create_default_context() if self._url.startswith("rediss") else None
+        ssl_ctx = ssl.create_default_context() if self._target.tls else None
         endpoint = Endpoint(conn.get("username"), conn.get("password"), ssl_ctx)
         if cluster:
             client: Any = RedisCluster.from_url(
@@ -230,7 +223,7 @@ class RedisBackplane(Backplane):
         self._cmd = client
         self._cluster = cluster
         self._publisher.configure(client, cluster=cluster)
-        await scripts.load(client)
+        await scripts.RUNNER.load(client)
 
     def _require(self) -> Any:
         if self._cmd is None or not self._cmd_ok or self._closed:
@@ -243,14 +236,14 @@ class RedisBackplane(Backplane):
         return self._booted.is_set() and self._cmd_ok and self._listener.healthy()
 
     async def _health_loop(self) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(HEALTH_INTERVAL_S)
             try:
-                if self._cluster:
-                    ping = self._cmd.ping(target_nodes=RedisCluster.PRIMARIES)
-                else:
-                    ping = self._cmd.ping()
-                await asyncio.wait_for(ping, HEALTH_TIMEOUT_S)
+                async with asyncio.timeout(HEALTH_TIMEOUT_S):
+                    if self._cluster:
+                        await self._cmd.ping(target_nodes=RedisCluster.PRIMARIES)
+                    else:
+                        await self._cmd.ping()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -278,6 +271,55 @@ class RedisBackplane(Backplane):
             with contextlib.suppress(Exception):
                 await self._cmd.connection_pool.disconnect()
 
+    def _on_lost(self, channels: set[bytes]) -> None:
+        self._recovery.hold(channels, int(time.time() * 1000))
+
+    def _on_restored(self) -> None:
+        # Every subscription is back: fill the gaps of the history topics it left.
+        if self._recovery.held and (self._replay_task is None or self._replay_task.done()):
+            task = asyncio.create_task(self._replay(), name="herald-redis-replay")
+            self._replay_task = task
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _replay(self) -> None:
+        """Fill every held topic's gap, a few topics at a time; retry on failures."""
+        backoff = Backoff()
+        held = self._recovery.held
+        while held and not self._closed and self._listener.restored():
+            batch = list(itertools.islice(held, REPLAY_CONCURRENCY))
+            results = await asyncio.gather(
+                *(self._replay_topic(t) for t in batch), return_exceptions=True
+            )
+            failed = [r for r in results if isinstance(r, BaseException)]
+            for exc in failed:
+                if not isinstance(exc, _REPLAY_ERRORS):
+                    raise exc
+            if failed:
+                log.warning("redis: replay after an outage: %s (retrying)", failed[0])
+                await backoff.sleep()
+            else:
+                backoff.reset()
+
+    async def _replay_topic(self, topic: str) -> None:
+        recovery = self._recovery
+        rule = self._history_rule(topic)
+        if rule is None:  # no history (any more): nothing to replay from
+            out, gap = recovery.release(topic), None
+        else:
+            out, gap = await recovery.recover(topic, self._reader(topic, rule))
+        if out and self._deliver is not None:
+            self.counters["replayed"] += len(out)
+            self._deliver(out)
+        if gap is not None:
+            self.counters["gaps"] += 1
+            log.warning("redis: %r lost %s messages in an outage", topic, gap or "some")
+            if self._on_gap is not None:
+                self._on_gap(topic, gap)
+
+    def _reader(self, topic: str, rule: HistoryRule) -> ReadHistory:
+        return lambda since: self.history(topic, rule, since, REPLAY_LIMIT)
+
     def _on_reconnect(self) -> None:
         # Redis may have restarted empty: announce our prefixes again, and re-read
         # everyone's (once our control subscription is back, so no notice is lost).
@@ -296,6 +338,9 @@ class RedisBackplane(Backplane):
         if not items:
             return []
         self._require()
+        if not self._listener.restored():
+            # Accepting now would lose the message for this pod's own subscribers.
+            raise BackplaneUnavailable("the Redis backplane is restoring its subscriptions")
         return await self._publisher.publish(items)
 
     async def forget(self, topic: str, msg_id: str) -> None:
@@ -303,25 +348,28 @@ class RedisBackplane(Backplane):
             return
         try:
             await self._cmd.delete(keys.idempotency_key(topic, msg_id))
-        except (RedisError, OSError) as exc:  # the key expires on its own anyway
+        except REDIS_ERRORS as exc:  # the key expires on its own anyway
             log.warning("redis: could not release idempotency key: %s", exc)
 
     # ---- interest ---------------------------------------------------------------------------
 
     def watch(self, pattern: str) -> None:
-        self._listener.add(keys.interest_channel(pattern))
-        if is_wildcard(pattern):
-            prefix = keys.literal_prefix(pattern)
-            if self._registry.add_local(prefix):
-                self._announce("+", prefix)
-        self._copies.clear()
+        self._interest(pattern, True)
 
     def unwatch(self, pattern: str) -> None:
-        self._listener.remove(keys.interest_channel(pattern))
+        self._interest(pattern, False)
+
+    def _interest(self, pattern: str, added: bool) -> None:
+        channel = keys.interest_channel(pattern)
+        if added:
+            self._listener.add(channel)
+        else:
+            self._listener.remove(channel)
         if is_wildcard(pattern):
             prefix = keys.literal_prefix(pattern)
-            if self._registry.remove_local(prefix):
-                self._announce("-", prefix)
+            registry = self._registry
+            if registry.add_local(prefix) if added else registry.remove_local(prefix):
+                self._announce("+" if added else "-", prefix)
         self._copies.clear()
 
     def _announce(self, sign: str, prefix: str) -> None:
@@ -344,7 +392,8 @@ class RedisBackplane(Backplane):
             pending = self._announcing.get(keys.literal_prefix(pattern))
             if pending is not None:
                 try:
-                    await asyncio.wait_for(asyncio.shield(pending), wait_s)
+                    async with asyncio.timeout(wait_s):
+                        await asyncio.shield(pending)
                 except TimeoutError:
                     return False
         return True
@@ -353,10 +402,13 @@ class RedisBackplane(Backplane):
         """Announce prefix changes at once; heartbeat and refresh the cache."""
         next_beat = 0.0
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closed:
             timeout = max(0.0, next_beat - loop.time())
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a
+            # cancellation that arrives as the event is set, and close() hung.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_registry.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake_registry.wait()
             self._wake_registry.clear()
             reannounce, self._reannounce = self._reannounce, False
             try:
@@ -366,7 +418,7 @@ class RedisBackplane(Backplane):
                 if self._notices:
                     await self._send_notices()
                 if reannounce or loop.time() >= next_beat:
-                    await self._heartbeat()
+                    await self._heartbeat(keep=reannounce)
                     next_beat = loop.time() + HEARTBEAT_S
             except asyncio.CancelledError:
                 raise
@@ -396,7 +448,13 @@ class RedisBackplane(Backplane):
             if fut is not None and not fut.done():
                 fut.set_result(None)
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, *, keep: bool = False) -> None:
+        """Renew our prefixes, drop expired ones, re-read everyone's.
+
+        With `keep` (after a reconnect) known prefixes are kept: a Redis that came
+        back empty lists only the pods that re-announced already, and forgetting the
+        others would stop our publishes to their wildcard subscribers.
+        """
         now_ms = int(time.time() * 1000)
         expiry = now_ms + int(MEMBER_TTL_S * 1000)
         pipe = self._cmd.pipeline(transaction=False)
@@ -408,7 +466,7 @@ class RedisBackplane(Backplane):
         self._refreshing = []
         try:
             replies = await pipe.execute()
-            self._registry.replace(replies[-1])
+            self._registry.replace(replies[-1], keep=keep)
             for notice in self._refreshing:  # arrived while the read was in flight
                 self._registry.on_notice(notice)
         finally:
@@ -435,7 +493,8 @@ class RedisBackplane(Backplane):
                 msgs.append(msg)
         if msgs:
             self.counters["messages_in"] += len(msgs)
-            if self._deliver is not None:
+            msgs = self._recovery.on_live(msgs)
+            if msgs and self._deliver is not None:
                 self._deliver(msgs)
 
     def _on_notice(self, payload: bytes) -> None:
@@ -495,31 +554,17 @@ class RedisBackplane(Backplane):
         ]
         key_names = (keys.meta_key(topic), keys.history_key(topic))
         try:
-            reply = await self._evalsha(cmd, scripts.HISTORY, key_names, argv)
-        except (RedisError, OSError, TimeoutError) as exc:
+            reply = await scripts.RUNNER.run(cmd, scripts.HISTORY, key_names, argv)
+        except REDIS_ERRORS as exc:
             raise unavailable(exc) from None
         epoch = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         latest, first = int(reply[1]), int(reply[2])
         msgs = [Message.from_envelope(env) for env in reply[3:]]
+        if self._listener.wants(channel):
+            self._recovery.position(topic, epoch, latest)
         if since is None:
             return HistoryPage(epoch, msgs, True, latest)
         complete = first <= since + 1 and since <= latest
         if len(msgs) < latest - since:
             complete = False  # the caller's limit cut the replay short
         return HistoryPage(epoch, msgs, complete, latest)
-
-    async def _evalsha(
-        self,
-        cmd: Any,
-        script: scripts.Script,
-        key_names: Sequence[str],
-        argv: Sequence[Any],
-    ) -> Any:
-        call: Callable[[], Awaitable[Any]] = lambda: cmd.evalsha(  # noqa: E731
-            script.sha, len(key_names), *key_names, *argv
-        )
-        try:
-            return await call()
-        except NoScriptError:
-            await scripts.load(cmd)
-            return await call()

@@ -1,7 +1,12 @@
-"""Load generator and publisher for issue 5's peer benchmark (`loadtest/bench.py`).
+"""The load client: many raw WebSocket subscribers in one process, almost no work per frame.
 
-Like `loadtest/wsclient.py` (raw uvloop protocols, no `websockets`, no JSON decoding
-per frame), but it speaks each peer's subscribe dialect and measures latency:
+The one WebSocket load generator of the harness (the micro-benchmark, the peer
+benchmark and the cross-pod run all use it). Each connection is a raw `asyncio.Protocol`
+(uvloop): it writes the HTTP upgrade, checks for `101`, subscribes in its peer's dialect
+and then only walks frame headers. No `websockets`, no JSON decoding, no task per
+socket, so the generator stays far cheaper per frame than the server it measures.
+
+Dialects (`--kind`):
 
 - `herald`  : `{"op":"subscribe","topic":T[,"batch_ms":B]}`, waits for `subscribed`
 - `simple`  : the Python peers in `loadtest/peers/` (same frame as herald)
@@ -10,22 +15,22 @@ per frame), but it speaks each peer's subscribe dialect and measures latency:
               answers Engine.IO pings (`2` -> `3`)
 - `nats`    : NATS protocol over WebSocket (`CONNECT {...}`, `SUB T 1`, `PING` -> `PONG`)
 
-Every published message carries `"t0":<time.monotonic_ns()>` (CLOCK_MONOTONIC is
-system-wide on Linux, so publisher and subscribers share it). A connection counts the
-`"t0":` markers in each data frame (= messages: batches and NATS coalesced `MSG`s
-count right); one connection in `probe_every` also parses them and records
-publish -> receive latency.
+Messages are counted by a marker (`--mark`): `t0` counts `"t0":` (every message of the
+paced publisher carries `"t0":<time.monotonic_ns()>`; CLOCK_MONOTONIC is system-wide on
+Linux, so one connection in `probe_every` also records publish -> receive latency),
+`topic` counts `{"topic":` (Herald's and the floor's message objects, whatever the data).
+A data frame with at least one marker counts as one frame.
 
-Subscriber process, JSON lines on stdin/stdout:
+Driven over stdin/stdout with one JSON object per line (`LoadClient` is the other end):
 
     {"cmd": "connect", "n": 5000, "topics": 100, "offset": 0, "concurrency": 256}
+        -> {"open": 5000, "failed": 0, "errors": {}, "s": 3.1, ...}
+        ("topic": T subscribes all n sockets to T instead of bench.t<i % topics>;
+         "port": P connects them to P instead of --port)
     {"cmd": "stats"} / {"cmd": "reset"} / {"cmd": "latency"} / {"cmd": "close"} / {"cmd": "quit"}
 
-    python -m loadtest.peerclients sub --kind herald --port P [--path /ws] [--sources ..]
-
-Publisher (one process, blocking socket, paced; prints one JSON line at the end):
-
-    python -m loadtest.peerclients pub --kind herald --port P --topics 100 --rate 1000 --count 5000
+    python -m loadtest.loadclient sub --kind herald --port P [--mark topic] [--sources ..]
+    python -m loadtest.loadclient pub --kind herald --port P --topics 100 --rate 1000 --count 5000
 """
 
 from __future__ import annotations
@@ -37,20 +42,19 @@ import contextlib
 import json
 import os
 import resource
+import select
 import socket
+import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
-from loadtest.wsclient import client_frame
+from loadtest.procs import PY, raise_nofile, spawn, stop_pid
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
-MARK = b'"t0":'
-_PONG_EMPTY = bytes((0x8A, 0x80, 0, 0, 0, 0))
-_CLOSE = bytes((0x88, 0x82, 0, 0, 0, 0)) + (1000).to_bytes(2, "big")
-_SIO_PONG = client_frame(0x1, b"3")
-_NATS_PONG = client_frame(0x2, b"PONG\r\n")
+MARKS = {"t0": b'"t0":', "topic": b'{"topic":'}
+PONG_EMPTY = bytes((0x8A, 0x80, 0, 0, 0, 0))  # masked with a zero key
+CLOSE = bytes((0x88, 0x82, 0, 0, 0, 0)) + (1000).to_bytes(2, "big")
 LAT_CAP = 500_000
 
 PATHS = {
@@ -62,8 +66,33 @@ PATHS = {
 }
 
 
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """A final, masked client frame; the all-zero mask key leaves the payload as is."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+    return head + b"\0\0\0\0" + payload
+
+
+def upgrade_request(host: str, port: int, path: str) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
 def topic_name(i: int) -> str:
     return f"bench.t{i}"
+
+
+_SIO_PONG = client_frame(0x1, b"3")
+_NATS_PONG = client_frame(0x2, b"PONG\r\n")
 
 
 def subscribe_frames(kind: str, topic: str, batch_ms: int | None) -> list[bytes]:
@@ -104,8 +133,11 @@ class Counters:
 
 
 C = Counters()
+# Set once by main() for the whole process (module globals: one lookup per frame).
 KIND = "herald"
+MARK = MARKS["t0"]
 REQUEST = b""
+RCVBUF = 0
 
 
 def _is_ready(kind: str, payload: bytes) -> bool:
@@ -119,6 +151,8 @@ def _is_ready(kind: str, payload: bytes) -> bool:
 
 
 class Conn(asyncio.Protocol):
+    """One client socket: handshake, subscribe, then count frames."""
+
     __slots__ = ("buf", "probe", "state", "sub", "t", "waiter")
 
     def __init__(self, waiter: asyncio.Future[bool], sub: list[bytes], probe: bool) -> None:
@@ -164,6 +198,7 @@ class Conn(asyncio.Protocol):
         size = len(data)
         pos = 0
         c = C
+        mark = MARK
         while size - pos >= 2:
             n = data[pos + 1] & 0x7F
             head = 2
@@ -183,38 +218,43 @@ class Conn(asyncio.Protocol):
                 break
             op = data[pos] & 0x0F
             if op == 1 or op == 2:
-                m = data.count(MARK, start, end)
+                m = data.count(mark, start, end)
                 if m and self.state == 2:
                     c.frames += 1
                     c.bytes += end - pos
                     c.msgs += m
                     if self.probe:
-                        now = time.monotonic_ns()
-                        i = data.find(MARK, start, end)
-                        lat = c.lat
-                        while i >= 0 and len(lat) < LAT_CAP:
-                            j = i + 5
-                            k = j
-                            while 48 <= data[k] <= 57:
-                                k += 1
-                            lat.append(now - int(data[j:k]))
-                            i = data.find(MARK, k, end)
+                        self._latency(data, start, end)
                 else:
                     self._control(data[start:end])
             elif op == 9:
-                self.t.write(client_frame(0xA, data[start:end]) if n else _PONG_EMPTY)
+                self.t.write(client_frame(0xA, data[start:end]) if n else PONG_EMPTY)
             elif op == 8:
                 if self.state < 2 and len(C.samples) < 5:
                     C.samples.append(f"close {data[start:end]!r} in state {self.state}")
                 if self.state != 3:
                     self.state = 3
-                    self.t.write(_CLOSE)
+                    self.t.write(CLOSE)
                     self.t.close()
                     self._done(False)
                 return
             pos = end
         if pos < size:
             self.buf = data[pos:]
+
+    @staticmethod
+    def _latency(data: bytes, start: int, end: int) -> None:
+        now = time.monotonic_ns()
+        i = data.find(MARK, start, end)
+        lat = C.lat
+        while i >= 0 and len(lat) < LAT_CAP:
+            j = i + len(MARK)
+            k = j
+            while 48 <= data[k] <= 57:
+                k += 1
+            if k > j:  # a `{"topic":` mark carries no timestamp
+                lat.append(now - int(data[j:k]))
+            i = data.find(MARK, k, end)
 
     def _control(self, payload: bytes) -> None:
         kind = KIND
@@ -256,6 +296,8 @@ class Conn(asyncio.Protocol):
 
 
 class Client:
+    """The sockets of one load-client process."""
+
     def __init__(self, host: str, port: int, sources: list[str], batch_ms: int | None) -> None:
         self.host = host
         self.port = port
@@ -266,8 +308,21 @@ class Client:
         self.errors: dict[str, int] = {}
         self._next_source = 0
 
+    def _socket(self, src: str) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if RCVBUF:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        if src:
+            # Bind the address but let connect() pick the port, so that ports are shared
+            # across destinations (bind(0) alone would give each source one global range
+            # and slow down as it fills).
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((src, 0))
+        sock.setblocking(False)
+        return sock
+
     async def _open_one(
-        self, sem: asyncio.Semaphore, timeout: float, topic: str, probe: bool
+        self, sem: asyncio.Semaphore, timeout: float, port: int, topic: str, probe: bool
     ) -> None:
         loop = asyncio.get_running_loop()
         sub = subscribe_frames(KIND, topic, self.batch_ms)
@@ -278,24 +333,15 @@ class Client:
             conn: Conn | None = None
             try:
                 async with asyncio.timeout(timeout):
-                    if src:
-                        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                        sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-                        sock.bind((src, 0))
-                        sock.setblocking(False)
-                        try:
-                            await loop.sock_connect(sock, (self.host, self.port))
-                        except BaseException:
-                            sock.close()
-                            raise
-                        _, proto = await loop.create_connection(
-                            lambda: Conn(waiter, sub, probe), sock=sock
-                        )
-                    else:
-                        _, proto = await loop.create_connection(
-                            lambda: Conn(waiter, sub, probe), self.host, self.port
-                        )
-                    conn = proto  # type: ignore[assignment]
+                    sock = self._socket(src)
+                    try:
+                        await loop.sock_connect(sock, (self.host, port))
+                    except BaseException:
+                        sock.close()
+                        raise
+                    _, conn = await loop.create_connection(
+                        lambda: Conn(waiter, sub, probe), sock=sock
+                    )
                     ok = await waiter
             except (OSError, TimeoutError) as exc:
                 ok = False
@@ -317,29 +363,33 @@ class Client:
         concurrency: int,
         timeout: float,
         max_seconds: float,
+        topic: str | None = None,
+        port: int | None = None,
     ) -> dict[str, Any]:
         t0 = time.monotonic()
+        to = port or self.port
         before = len(self.conns)
         failed_before = self.failed
         # The first subscriber of each topic alone (encode/broadcaster 0.3.1 loses
         # concurrent first subscribers of a channel), then the rest concurrently.
-        first = min(n, topics)
+        first = min(n, 1 if topic else topics)
         seq = asyncio.Semaphore(1)
         sem = asyncio.Semaphore(concurrency)
 
         def spec(i: int) -> tuple[str, bool]:
             idx = offset + i
-            return topic_name(idx % topics), probe_every > 0 and idx % probe_every == 0
+            name = topic or topic_name(idx % topics)
+            return name, probe_every > 0 and idx % probe_every == 0
 
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max_seconds):
                 await asyncio.gather(
-                    *(self._open_one(seq, timeout, *spec(i)) for i in range(first))
+                    *(self._open_one(seq, timeout, to, *spec(i)) for i in range(first))
                 )
                 if first:
                     await asyncio.sleep(0.2)
                 await asyncio.gather(
-                    *(self._open_one(sem, timeout, *spec(i)) for i in range(first, n))
+                    *(self._open_one(sem, timeout, to, *spec(i)) for i in range(first, n))
                 )
         return {
             "open": len(self.conns) - before,
@@ -353,7 +403,7 @@ class Client:
     def close(self) -> None:
         for conn in self.conns:
             if conn.state != 3 and conn.t is not None:
-                conn.t.write(_CLOSE)
+                conn.t.write(CLOSE)
                 conn.t.close()
         self.conns.clear()
 
@@ -411,6 +461,8 @@ async def serve_stdin(client: Client) -> None:
                     int(cmd.get("concurrency", 256)),
                     float(cmd.get("timeout_each", 60)),
                     float(cmd.get("max_seconds", 120)),
+                    cmd.get("topic"),
+                    cmd.get("port"),
                 )
             )
         elif op == "stats":
@@ -432,121 +484,81 @@ async def serve_stdin(client: Client) -> None:
             reply({"error": f"unknown cmd {op!r}"})
 
 
-# ---- publisher ------------------------------------------------------------------------
+# ---- the driver's end -------------------------------------------------------------------
 
 
-class Publisher:
-    """One blocking connection that publishes `{"t0":..,"seq":..,"pad":..}` messages."""
+class LoadClient:
+    """One `python -m loadtest.loadclient sub` process, driven over JSON lines."""
 
-    def __init__(self, kind: str, host: str, port: int, path: str) -> None:
-        self.kind = kind
-        self.sock = socket.create_connection((host, port), 10)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.settimeout(10)
-        self.received = 0
-        self._buf = b""
-        if kind == "nats":  # plain NATS client port
-            self._read_until(b"\r\n")
-            self.sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
-        else:
-            key = base64.b64encode(os.urandom(16)).decode()
-            self.sock.sendall(
-                (
-                    f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                    "Sec-WebSocket-Version: 13\r\n\r\n"
-                ).encode()
-            )
-            head = self._read_until(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1.1 101"):
-                raise RuntimeError(f"publisher handshake: {head[:200]!r}")
-            if kind == "socketio":
-                self._read_until(b"}")  # Engine.IO open packet
-                self.sock.sendall(client_frame(0x1, b"40"))
-                self._read_until(b"}")  # 40{"sid":..}
-        self.sock.settimeout(None)
-        self._stop = False
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
+    def __init__(
+        self,
+        port: int,
+        kind: str = "herald",
+        cpu: int | None = None,
+        sources: list[str] | None = None,
+        batch_ms: int | None = None,
+        mark: str | None = None,
+        rcvbuf: int | None = None,
+    ) -> None:
+        args = [PY, "-m", "loadtest.loadclient", "sub", "--kind", kind, "--port", str(port)]
+        if sources:
+            args += ["--sources", ",".join(sources)]
+        if batch_ms is not None:
+            args += ["--batch-ms", str(batch_ms)]
+        if mark is not None:
+            args += ["--mark", mark]
+        if rcvbuf is not None:
+            args += ["--rcvbuf", str(rcvbuf)]
+        self.proc = spawn(args, cpu, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.pid = int(self._read(20)["pid"])
 
-    def _read_until(self, token: bytes) -> bytes:
-        """Bytes up to and including `token`; what follows stays buffered."""
-        buf = self._buf
-        while token not in buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise RuntimeError(f"publisher: connection closed ({buf[:200]!r})")
-            buf += chunk
-        i = buf.index(token) + len(token)
-        self._buf = buf[i:]
-        return buf[:i]
+    def _read(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout.fileno()], [], [], timeout)
+        if not ready:
+            raise TimeoutError("load client did not answer")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"load client exited ({self.proc.poll()})")
+        out: dict[str, Any] = json.loads(line)
+        return out
 
-    def _drain(self) -> None:
-        # Replies (`published`, socket.io pings) are read and dropped; socket.io pings
-        # are answered so a long run is not cut off.
-        with contextlib.suppress(OSError):
-            while not self._stop:
-                chunk = self.sock.recv(1 << 16)
-                if not chunk:
-                    return
-                self.received += len(chunk)
-                if self.kind == "socketio" and b"\x81\x012" in chunk:
-                    self.sock.sendall(_SIO_PONG)
+    def call(self, cmd: str, timeout: float = 30.0, **kw: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}).encode() + b"\n")
+        self.proc.stdin.flush()
+        return self._read(timeout)
 
-    def frame(self, topic: str, body: bytes) -> bytes:
-        kind = self.kind
-        if kind == "nats":
-            return b"PUB %s %d\r\n%s\r\n" % (topic.encode(), len(body), body)
-        if kind == "socketio":
-            return client_frame(
-                0x1, b'42["publish",{"topic":"%s","data":%s}]' % (topic.encode(), body)
-            )
-        return client_frame(
-            0x1, b'{"op":"publish","id":1,"topic":"%s","data":%s}' % (topic.encode(), body)
-        )
+    def connect(self, n: int, timeout: float = 30.0, **kw: Any) -> dict[str, Any]:
+        """Open `n` more sockets; raises when any failed (callers wanting a partial
+        result call `call("connect", ...)` themselves)."""
+        res = self.call("connect", timeout=timeout + 30, n=n, timeout_each=timeout, **kw)
+        if res["failed"]:
+            raise RuntimeError(f"{res['failed']} of {n} connections failed: {res}")
+        return res
 
-    def run(
-        self, topics: int, rate: float, count: int, pad: int, max_seconds: float
-    ) -> dict[str, Any]:
-        padding = b"x" * pad
-        names = [topic_name(i) for i in range(topics)]
-        t0 = time.monotonic()
-        late = 0
-        sent = 0
-        for i in range(count):
-            target = t0 + i / rate
-            delay = target - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            elif delay < -0.005:
-                late += 1
-            body = b'{"t0":%d,"seq":%d,"pad":"%s"}' % (time.monotonic_ns(), i, padding)
-            self.sock.sendall(self.frame(names[i % topics], body))
-            sent += 1
-            if time.monotonic() - t0 > max_seconds:
-                break
-        wall = time.monotonic() - t0
-        return {"sent": sent, "wall_s": round(wall, 3), "late": late, "rate": sent / wall}
-
-    def close(self) -> None:
-        self._stop = True
-        with contextlib.suppress(OSError):
-            if self.kind != "nats":
-                self.sock.sendall(_CLOSE)
-            self.sock.close()
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call("quit", timeout=10)
+        stop_pid(self.proc)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    global KIND, REQUEST, MARK
-    p = argparse.ArgumentParser(description="Peer benchmark subscriber / publisher")
+    global KIND, REQUEST, MARK, RCVBUF
+    p = argparse.ArgumentParser(description="Load client: subscribers (sub) or publisher (pub)")
     p.add_argument("mode", choices=["sub", "pub"])
     p.add_argument("--kind", required=True, choices=sorted(PATHS))
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--path", default=None)
-    p.add_argument("--sources", default="")
+    p.add_argument("--sources", default="", help="comma-separated local addresses to bind")
     p.add_argument("--batch-ms", type=int, default=None)
-    p.add_argument("--cpu", type=int, default=None)
+    p.add_argument("--mark", choices=sorted(MARKS), default=None, help="t0 (floor: topic)")
+    p.add_argument("--rcvbuf", type=int, default=0, help="SO_RCVBUF of each socket")
+    p.add_argument("--cpu", type=int, default=None, help="pin this process to one core")
     # publisher
     p.add_argument("--topics", type=int, default=1)
     p.add_argument("--rate", type=float, default=100.0)
@@ -556,14 +568,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, hard), hard))
-    KIND = args.kind
-    if args.kind == "floor":  # the floor's fixed frame carries no timestamp
-        MARK = b'{"topic":'
+    raise_nofile()
     path = args.path or PATHS[args.kind]
     if args.mode == "pub":
+        from loadtest.publisher import Publisher
+
         pub = Publisher(args.kind, args.host, args.port, path)
         try:
             time.sleep(0.1)
@@ -574,12 +583,11 @@ def main(argv: list[str] | None = None) -> int:
             pub.close()
         print(json.dumps(out), flush=True)
         return 0
-    key = base64.b64encode(os.urandom(16)).decode()
-    REQUEST = (
-        f"GET {path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
-        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
+    KIND = args.kind
+    # The floor's fixed frame carries no timestamp.
+    MARK = MARKS[args.mark or ("topic" if args.kind == "floor" else "t0")]
+    RCVBUF = args.rcvbuf
+    REQUEST = upgrade_request(args.host, args.port, path)
     sources = [s for s in args.sources.split(",") if s]
     client = Client(args.host, args.port, sources, args.batch_ms)
     import uvloop
