@@ -110,7 +110,13 @@ async def _sqs(request: Request, target: str, body: bytes) -> Response:
             raise AwsError("SerializationException", "The request body is not JSON.") from None
         if not isinstance(params, dict):
             raise AwsError("SerializationException", "The request body must be a JSON object.")
-        result = await gw.sqs.handle(action, params, caller)
+        try:
+            result = await gw.sqs.handle(action, params, caller)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            # A parameter of a shape no check above foresaw: the caller's fault, but
+            # worth a log line, since a check is missing.
+            log.warning("SQS %s: unexpected parameter shape: %r", action, exc)
+            raise AwsError("InvalidParameterValue", "A parameter has an invalid shape.") from None
     except AwsError as exc:
         return sqs_error(exc)
     return Response(orjson.dumps(result), media_type="application/x-amz-json-1.0")

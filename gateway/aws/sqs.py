@@ -139,6 +139,13 @@ def _list(params: Mapping[str, Any], key: str) -> list[Any]:
     return value
 
 
+def _strings(params: Mapping[str, Any], key: str) -> list[str]:
+    values = _list(params, key)
+    if not all(isinstance(v, str) for v in values):
+        raise invalid(f"Value for parameter {key} must be a list of strings.")
+    return values
+
+
 def _map(params: Mapping[str, Any], key: str) -> dict[str, Any]:
     value = params.get(key) or {}
     if not isinstance(value, dict):
@@ -412,7 +419,7 @@ class SqsApi:
 
     async def _AGetQueueAttributes(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         name = self._queue(params, caller)
-        wanted = _list(params, "AttributeNames")
+        wanted = _strings(params, "AttributeNames")
         for key in wanted:
             if key != "All" and key not in _SETTABLE | _READ_ONLY:
                 raise AwsError("InvalidAttributeName", f"Unknown Attribute {key}.")
@@ -443,7 +450,7 @@ class SqsApi:
     async def _AUntagQueue(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         name = self._queue(params, caller)
         tags = {**((await self.queues.get(name)).get("tags") or {})}
-        for key in _list(params, "TagKeys"):
+        for key in _strings(params, "TagKeys"):
             tags.pop(key, None)
         await self.queues.create_or_update(name, {"tags": tags})
         return {}
@@ -456,8 +463,8 @@ class SqsApi:
     async def _AAddPermission(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         name = self._queue(params, caller)
         label = _str(params, "Label")
-        accounts = _list(params, "AWSAccountIds")
-        actions = _list(params, "Actions")
+        accounts = _strings(params, "AWSAccountIds")
+        actions = _strings(params, "Actions")
         if not accounts or not actions:
             raise missing("AWSAccountIds" if not accounts else "Actions")
         info = await self.queues.get(name)
@@ -664,9 +671,9 @@ class SqsApi:
         if wait is None:
             aws = (await self._info(name)).get("aws") or {}
             wait = int(aws.get("ReceiveMessageWaitTimeSeconds", "0"))
-        attr_names = set(_list(params, "MessageAttributeNames"))
-        system = set(_list(params, "AttributeNames")) | set(
-            _list(params, "MessageSystemAttributeNames")
+        attr_names = set(_strings(params, "MessageAttributeNames"))
+        system = set(_strings(params, "AttributeNames")) | set(
+            _strings(params, "MessageSystemAttributeNames")
         )
         msgs = await self.queues.receive(name, max=count, wait=wait, visibility_timeout=vt)
         out = [self._received(m, attr_names, system, caller) for m in msgs]
