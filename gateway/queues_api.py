@@ -66,6 +66,10 @@ class QueueInfo(BaseModel):
     content_dedup: bool
     max_depth: int | None
     created_at: int = Field(description="Unix ms")
+    tags: dict[str, str] | None = Field(None, description="set by the SQS API (docs/aws.md)")
+    aws: dict[str, str] | None = Field(
+        None, description="SQS attributes Herald stores but does not act on (docs/aws.md)"
+    )
     visible: int = 0
     in_flight: int = 0
     delayed: int = 0
@@ -161,6 +165,9 @@ class SubscriptionOut(BaseModel):
     queue: str
     filter_policy: dict[str, Any] | None
     created_at: int
+    options: dict[str, Any] | None = Field(
+        None, description="SNS subscription attributes, when made by the SNS API (docs/aws.md)"
+    )
 
 
 class SubscriptionList(BaseModel):

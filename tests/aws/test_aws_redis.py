@@ -22,9 +22,9 @@ def test_sns_to_sqs_across_two_processes(redis_server: RedisServer) -> None:
         sqs_b, sns_b = make_client(b.http, "sqs"), make_client(b.http, "sns")
         topic = sns_a.create_topic(Name="orders")["TopicArn"]
         url = sqs_a.create_queue(QueueName="big")["QueueUrl"]
-        arn = sqs_a.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
+        arn = sqs_a.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
         sns_a.subscribe(
             TopicArn=topic,
             Protocol="sqs",

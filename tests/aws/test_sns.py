@@ -8,6 +8,7 @@ import json
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 
@@ -204,3 +205,22 @@ def test_http_subscriptions_are_refused_clearly(sns: Any) -> None:
         sns.subscribe(TopicArn=arn, Protocol="https", Endpoint="https://example.com/hook")
     assert exc.value.response["Error"]["Code"] == "InvalidParameter"
     assert "sqs" in exc.value.response["Error"]["Message"]
+
+
+def test_native_api_shows_sns_subscriptions_and_sqs_tags(
+    sqs: Any, sns: Any, herald_aws: HeraldServer
+) -> None:
+    arn = topic(sns)
+    url, qarn = queue(sqs)
+    sqs.tag_queue(QueueUrl=url, Tags={"team": "t"})
+    sub = sns.subscribe(
+        TopicArn=arn, Protocol="sqs", Endpoint=qarn, Attributes={"RawMessageDelivery": "true"}
+    )["SubscriptionArn"]
+    name = qarn.rsplit(":", 1)[1]
+    info = httpx.get(f"{herald_aws.http}/v1/queues/{name}").json()
+    assert info["tags"] == {"team": "t"}
+    subs = httpx.get(f"{herald_aws.http}/v1/subscriptions").json()["subscriptions"]
+    (mine,) = [s for s in subs if s["queue"] == name]
+    assert mine["topic"] == arn.rsplit(":", 1)[1]
+    assert mine["options"]["subscription_arn"] == sub
+    assert mine["options"]["attributes"] == {"RawMessageDelivery": "true"}
