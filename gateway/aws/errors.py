@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 # SQS error codes whose query-protocol code differs (the `x-amzn-query-error`
 # header carries it; botocore then reports that code, as AWS does).
-_SQS_QUERY_CODES = {
+SQS_QUERY_CODES = {
     "QueueDoesNotExist": "AWS.SimpleQueueService.NonExistentQueue",
     "QueueNameExists": "QueueAlreadyExists",
     "BatchEntryIdsNotDistinct": "AWS.SimpleQueueService.BatchEntryIdsNotDistinct",
@@ -50,7 +50,7 @@ def request_id() -> str:
 def sqs_error(exc: AwsError) -> Response:
     """The JSON-protocol error: `__type` plus the query-compatible code header."""
     fault = "Sender" if exc.sender else "Receiver"
-    query_code = _SQS_QUERY_CODES.get(exc.code, exc.code)
+    query_code = SQS_QUERY_CODES.get(exc.code, exc.code)
     body = orjson.dumps({"__type": f"com.amazonaws.sqs#{exc.code}", "message": exc.message})
     return Response(
         body,

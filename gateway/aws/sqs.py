@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
+import logging
 import re
 import time
 import uuid
@@ -39,6 +40,8 @@ from shared.errors import (
     QueueNotFound,
     ReceiptInvalid,
 )
+
+log = logging.getLogger("herald.aws")
 
 MAX_BATCH = 10
 MAX_RECEIVE = 10
@@ -189,6 +192,11 @@ class SqsApi:
             return await handler(params, caller)
         except HeraldError as exc:
             raise _herald_error(exc) from None
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            # A parameter of a shape no check foresaw: the caller's fault, but worth a
+            # log line, since a check is missing.
+            log.warning("SQS %s: unexpected parameter shape: %r", action, exc)
+            raise invalid("A parameter has an invalid shape.") from None
 
     # ---- names, URLs, ARNs ----------------------------------------------------------
 
