@@ -17,7 +17,8 @@ from starlette.responses import Response
 
 from gateway.aws import sigv4, sqs_query
 from gateway.aws.errors import AwsError, sqs_error, xml_error
-from gateway.aws.sqs import Caller, SqsApi
+from gateway.aws.sqs import SqsApi
+from gateway.aws.sqs_messages import Caller
 from shared.config import Settings
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ import orjson
 from fanout.queues import QueueService
 from fanout.queues.sns_delivery import SNS_META, flatten, number_text
 from gateway.aws.errors import AwsError, request_id
-from gateway.aws.sqs import Caller
+from gateway.aws.sqs_messages import Caller
 from shared.auth import Principal
 from shared.config import Settings
 from shared.errors import HeraldError, InvalidFilter, QueueNotFound

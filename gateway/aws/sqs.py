@@ -1,4 +1,5 @@
-"""SQS in the JSON protocol (`X-Amz-Target: AmazonSQS.<Action>`) over Herald's queues.
+"""The SQS actions over Herald's queues, in the JSON protocol's shapes (`sqs_query` maps
+the query protocol onto them); messages and parameters are checked in `sqs_messages`.
 
 Queues are the QueueService's own: a queue created here is the queue of
 `/v1/queues`, and the reverse. How SQS concepts map onto Herald's store:
@@ -16,23 +17,35 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fnmatch
 import logging
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from fanout.queues import QueueService
-from fanout.queues.model import MAX_MESSAGE_BYTES, split_receipt
-from fanout.queues.sns_delivery import DATA_TYPES, RESERVED
+from fanout.queues.model import MAX_MESSAGE_BYTES
 from gateway.aws.errors import AwsError, invalid, missing
 from gateway.aws.md5 import md5_of_attributes, md5_of_body
-from shared.config import AwsCredential, Settings
+from gateway.aws.sqs_messages import (
+    MAX_BATCH_BYTES,
+    Caller,
+    batch_entries,
+    check_receipt,
+    failure,
+    message_id,
+    param_int,
+    param_map,
+    param_str,
+    param_strings,
+    prepare_send,
+    typed_attributes,
+    wanted,
+)
+from shared.config import Settings
 from shared.errors import (
     HeraldError,
     PayloadTooLarge,
@@ -43,22 +56,10 @@ from shared.errors import (
 
 log = logging.getLogger("herald.aws")
 
-MAX_BATCH = 10
 MAX_RECEIVE = 10
-MAX_ATTRIBUTES = 10
-MAX_BATCH_BYTES = 262_144
-# Cached queue attributes (DedupContent, wait time) are this old at most, so a change
+# Cached queue attributes (content dedup, default wait) are this old at most, so a change
 # made through another process is seen within this many seconds.
 ATTRS_TTL_S = 2.0
-
-# An attribute as the MD5 sees it: (DataType, text or Binary bytes).
-Typed = tuple[str, str | bytes]
-
-_ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
-_ATTR_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
-_ATTR_TYPE = re.compile(r"(String|Number|Binary)(\.[!-~]{1,250})?")
-# Characters SQS accepts in a body: #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF.
-_BAD_BODY = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 # SQS attribute name -> (Herald attribute, lower bound, upper bound) for the numeric ones.
 _NUMERIC = {
@@ -93,67 +94,6 @@ _SYSTEM_ATTRIBUTES = {
     "ApproximateReceiveCount",
     "ApproximateFirstReceiveTimestamp",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who sent a request and where it came in (queue URLs are built from it)."""
-
-    access_key: str
-    credential: AwsCredential | None  # None: dev mode, everything allowed
-    base_url: str  # e.g. http://host:8080 or http://host:8080/aws
-
-    def may_use_queue(self, name: str) -> bool:
-        return self.credential is None or any(
-            fnmatch.fnmatchcase(name, p) for p in self.credential.queues
-        )
-
-    def check_queue(self, name: str) -> None:
-        if not self.may_use_queue(name):
-            raise AwsError("AccessDenied", f"Access to the resource {name} is denied.", status=403)
-
-
-def _str(params: Mapping[str, Any], key: str, required: bool = True) -> str | None:
-    value = params.get(key)
-    if value is None:
-        if required:
-            raise missing(key)
-        return None
-    if not isinstance(value, str):
-        raise invalid(f"Value for parameter {key} must be a string.")
-    return value
-
-
-def _int(params: Mapping[str, Any], key: str, lo: int, hi: int) -> int | None:
-    value = params.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise invalid(
-            f"Value {value} for parameter {key} is invalid. Reason: must be between {lo} and {hi}."
-        )
-    return value
-
-
-def _list(params: Mapping[str, Any], key: str) -> list[Any]:
-    value = params.get(key) or []
-    if not isinstance(value, list):
-        raise invalid(f"Value for parameter {key} must be a list.")
-    return value
-
-
-def _strings(params: Mapping[str, Any], key: str) -> list[str]:
-    values = _list(params, key)
-    if not all(isinstance(v, str) for v in values):
-        raise invalid(f"Value for parameter {key} must be a list of strings.")
-    return values
-
-
-def _map(params: Mapping[str, Any], key: str) -> dict[str, Any]:
-    value = params.get(key) or {}
-    if not isinstance(value, dict):
-        raise invalid(f"Value for parameter {key} must be a map.")
-    return value
 
 
 def _herald_error(exc: HeraldError) -> AwsError:
@@ -207,7 +147,7 @@ class SqsApi:
         return f"{caller.base_url}/{self.account}/{name}"
 
     def _queue(self, params: Mapping[str, Any], caller: Caller, key: str = "QueueUrl") -> str:
-        url = _str(params, key)
+        url = param_str(params, key)
         assert url is not None
         name = url.rstrip("/").rsplit("/", 1)[-1]
         if not name:
@@ -341,7 +281,7 @@ class SqsApi:
     # ---- queue actions ---------------------------------------------------------------
 
     async def _ACreateQueue(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        name = _str(params, "QueueName")
+        name = param_str(params, "QueueName")
         assert name is not None
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,80}(\.fifo)?", name) or len(name) > 80:
             raise invalid(
@@ -349,8 +289,8 @@ class SqsApi:
                 "1 to 80 in length"
             )
         caller.check_queue(name)
-        attrs = _map(params, "Attributes")
-        tags = _map(params, "tags")
+        attrs = param_map(params, "Attributes")
+        tags = param_map(params, "tags")
         if attrs.get("FifoQueue", "false").lower() == "true" and not name.endswith(".fifo"):
             raise invalid(
                 "The name of a FIFO queue can only include alphanumeric characters, "
@@ -382,16 +322,16 @@ class SqsApi:
         return {"QueueUrl": self.url(caller, name)}
 
     async def _AGetQueueUrl(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        name = _str(params, "QueueName")
+        name = param_str(params, "QueueName")
         assert name is not None
         caller.check_queue(name)
         await self.queues.get(name)
         return {"QueueUrl": self.url(caller, name)}
 
     async def _AListQueues(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        prefix = _str(params, "QueueNamePrefix", required=False) or ""
-        limit = _int(params, "MaxResults", 1, 1000)
-        token = _str(params, "NextToken", required=False)
+        prefix = param_str(params, "QueueNamePrefix", required=False) or ""
+        limit = param_int(params, "MaxResults", 1, 1000)
+        token = param_str(params, "NextToken", required=False)
         if token is not None and limit is None:
             raise invalid("MaxResults is required with NextToken.")
         after = ""
@@ -427,7 +367,7 @@ class SqsApi:
 
     async def _AGetQueueAttributes(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         name = self._queue(params, caller)
-        wanted = _strings(params, "AttributeNames")
+        wanted = param_strings(params, "AttributeNames")
         for key in wanted:
             if key != "All" and key not in _SETTABLE | _READ_ONLY:
                 raise AwsError("InvalidAttributeName", f"Unknown Attribute {key}.")
@@ -439,7 +379,7 @@ class SqsApi:
     async def _ASetQueueAttributes(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         name = self._queue(params, caller)
         info = await self.queues.get(name)
-        attrs = _map(params, "Attributes")
+        attrs = param_map(params, "Attributes")
         if "FifoQueue" in attrs:
             raise AwsError("InvalidAttributeName", "Unknown Attribute FifoQueue.")
         await self.queues.create_or_update(
@@ -451,14 +391,14 @@ class SqsApi:
     async def _ATagQueue(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         name = self._queue(params, caller)
         tags = {**((await self.queues.get(name)).get("tags") or {})}
-        tags.update({str(k): str(v) for k, v in _map(params, "Tags").items()})
+        tags.update({str(k): str(v) for k, v in param_map(params, "Tags").items()})
         await self.queues.create_or_update(name, {"tags": tags})
         return {}
 
     async def _AUntagQueue(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         name = self._queue(params, caller)
         tags = {**((await self.queues.get(name)).get("tags") or {})}
-        for key in _strings(params, "TagKeys"):
+        for key in param_strings(params, "TagKeys"):
             tags.pop(key, None)
         await self.queues.create_or_update(name, {"tags": tags})
         return {}
@@ -470,9 +410,9 @@ class SqsApi:
 
     async def _AAddPermission(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         name = self._queue(params, caller)
-        label = _str(params, "Label")
-        accounts = _strings(params, "AWSAccountIds")
-        actions = _strings(params, "Actions")
+        label = param_str(params, "Label")
+        accounts = param_strings(params, "AWSAccountIds")
+        actions = param_strings(params, "Actions")
         if not accounts or not actions:
             raise missing("AWSAccountIds" if not accounts else "Actions")
         info = await self.queues.get(name)
@@ -496,7 +436,7 @@ class SqsApi:
 
     async def _ARemovePermission(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         name = self._queue(params, caller)
-        label = _str(params, "Label")
+        label = param_str(params, "Label")
         info = await self.queues.get(name)
         aws = dict(info.get("aws") or {})
         policy = orjson.loads(aws.get("Policy") or "{}")
@@ -515,132 +455,15 @@ class SqsApi:
 
     # ---- messages --------------------------------------------------------------------
 
-    def _message_attributes(
-        self, raw: object
-    ) -> tuple[dict[str, Any], dict[str, tuple[str, str | bytes]]]:
-        """Validated MessageAttributes as (stored attributes, md5 input)."""
-        if not raw:
-            return {}, {}
-        if not isinstance(raw, dict) or len(raw) > MAX_ATTRIBUTES:
-            raise invalid(
-                f"Number of message attributes [{len(raw) if isinstance(raw, dict) else 0}] "
-                f"exceeds the allowed maximum [{MAX_ATTRIBUTES}]."
-            )
-        stored: dict[str, Any] = {}
-        kinds: dict[str, str] = {}
-        md5_in: dict[str, Typed] = {}
-        for name, value in raw.items():
-            if (
-                _ATTR_NAME.fullmatch(name) is None
-                or ".." in name
-                or name.startswith(".")
-                or name.endswith(".")
-                or name.lower().startswith(("aws.", "amazon."))
-            ):
-                raise invalid(f"Message attribute name '{name}' is invalid.")
-            if not isinstance(value, dict):
-                raise invalid(f"The message attribute '{name}' must be a structure.")
-            kind = value.get("DataType")
-            if not isinstance(kind, str) or _ATTR_TYPE.fullmatch(kind) is None:
-                raise invalid(
-                    f"The message attribute '{name}' has an invalid message attribute type."
-                )
-            if kind.startswith("Binary"):
-                blob = value.get("BinaryValue")
-                if not isinstance(blob, str) or not blob:
-                    raise invalid(f"The message attribute '{name}' must contain a non-empty value.")
-                try:
-                    data = base64.b64decode(blob, validate=True)
-                except binascii.Error:
-                    raise invalid(f"The message attribute '{name}' has invalid Binary.") from None
-                stored[name] = blob
-                md5_in[name] = (kind, data)
-            else:
-                text = value.get("StringValue")
-                if not isinstance(text, str) or not text:
-                    raise invalid(
-                        f"The message attribute '{name}' must contain a non-empty value "
-                        f"of message attribute type '{kind}'."
-                    )
-                if kind.startswith("Number"):
-                    try:
-                        float(text)
-                    except ValueError:
-                        raise invalid(
-                            f"Can't cast the value of message (user) attribute '{name}' "
-                            "to a number."
-                        ) from None
-                stored[name] = text
-                md5_in[name] = (kind, text)
-            if kind != "String":
-                kinds[name] = kind
-        if kinds:
-            stored[DATA_TYPES] = orjson.dumps(kinds).decode()
-        return stored, md5_in
-
-    def _entry(
-        self, name: str, info: Mapping[str, Any], params: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], dict[str, str]]:
-        """A send (one SendMessage or one batch entry) as a Herald entry plus its digests."""
-        body = params.get("MessageBody")
-        if not isinstance(body, str) or not body:
-            raise missing("MessageBody")
-        if _BAD_BODY.search(body):
-            raise AwsError(
-                "InvalidMessageContents", "Invalid characters found. Deleted message body."
-            )
-        stored, md5_in = self._message_attributes(params.get("MessageAttributes"))
-        size = len(body.encode()) + sum(
-            len(k) + len(v[0]) + len(v[1] if isinstance(v[1], bytes) else v[1].encode())
-            for k, v in md5_in.items()
-        )
-        if size > info["max_message_bytes"]:
-            raise invalid(
-                "One or more parameters are invalid. Reason: Message must be shorter than "
-                f"{info['max_message_bytes']} bytes."
-            )
-        fifo = name.endswith(".fifo")
-        entry: dict[str, Any] = {"body": body}
-        if stored:
-            entry["attributes"] = stored
-        delay = _int(params, "DelaySeconds", 0, 900)
-        group = params.get("MessageGroupId")
-        dedup = params.get("MessageDeduplicationId")
-        if fifo:
-            if delay is not None:
-                raise invalid(
-                    f"Value {delay} for parameter DelaySeconds is invalid. Reason: "
-                    "The request include parameter that is not valid for this queue type."
-                )
-            if group is None:
-                raise missing("MessageGroupId")
-            if dedup is None and not info.get("content_dedup"):
-                raise invalid(
-                    "The queue should either have ContentBasedDeduplication enabled or "
-                    "MessageDeduplicationId provided explicitly"
-                )
-            entry["group_id"] = group
-            if dedup is not None:
-                entry["dedup_id"] = dedup
-        else:
-            if delay is not None:
-                entry["delay"] = delay
-            # Standard queues ignore MessageGroupId (fair queues) and
-            # MessageDeduplicationId, as SQS does; Herald drops both.
-        digests = {"MD5OfMessageBody": md5_of_body(body)}
-        if md5_in:
-            digests["MD5OfMessageAttributes"] = md5_of_attributes(md5_in)
-        return entry, digests
-
     async def _ASendMessage(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         name = self._queue(params, caller)
-        entry, digests = self._entry(name, await self._info(name), params)
+        entry, digests = prepare_send(name, await self._info(name), params)
         result = await self.queues.send(name, entry)
-        return {"MessageId": _message_id(result["id"]), **digests}
+        return {"MessageId": message_id(result["id"]), **digests}
 
     async def _ASendMessageBatch(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         name = self._queue(params, caller)
-        entries = _batch(params)
+        entries = batch_entries(params)
         total = sum(len(str(e.get("MessageBody", "")).encode()) for e in entries)
         if total > MAX_BATCH_BYTES:
             raise AwsError(
@@ -652,9 +475,9 @@ class SqsApi:
         valid: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         for e in entries:
             try:
-                entry, digests = self._entry(name, info, e)
+                entry, digests = prepare_send(name, info, e)
             except AwsError as exc:
-                failed.append(_failure(e["Id"], exc.code, exc.message))
+                failed.append(failure(e["Id"], exc.code, exc.message))
             else:
                 valid.append((e["Id"], entry, digests))
         successful: list[dict[str, Any]] = []
@@ -663,25 +486,25 @@ class SqsApi:
             for (entry_id, _, digests), res in zip(valid, results, strict=True):
                 if "error" in res:
                     failed.append(
-                        _failure(entry_id, "InvalidParameterValue", res["error"]["message"])
+                        failure(entry_id, "InvalidParameterValue", res["error"]["message"])
                     )
                 else:
                     successful.append(
-                        {"Id": entry_id, "MessageId": _message_id(res["id"]), **digests}
+                        {"Id": entry_id, "MessageId": message_id(res["id"]), **digests}
                     )
         return {"Successful": successful, "Failed": failed}
 
     async def _AReceiveMessage(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         name = self._queue(params, caller)
-        count = _int(params, "MaxNumberOfMessages", 1, MAX_RECEIVE) or 1
-        wait = _int(params, "WaitTimeSeconds", 0, 20)
-        vt = _int(params, "VisibilityTimeout", 0, 43_200)
+        count = param_int(params, "MaxNumberOfMessages", 1, MAX_RECEIVE) or 1
+        wait = param_int(params, "WaitTimeSeconds", 0, 20)
+        vt = param_int(params, "VisibilityTimeout", 0, 43_200)
         if wait is None:
             aws = (await self._info(name)).get("aws") or {}
             wait = int(aws.get("ReceiveMessageWaitTimeSeconds", "0"))
-        attr_names = set(_strings(params, "MessageAttributeNames"))
-        system = set(_strings(params, "AttributeNames")) | set(
-            _strings(params, "MessageSystemAttributeNames")
+        attr_names = set(param_strings(params, "MessageAttributeNames"))
+        system = set(param_strings(params, "AttributeNames")) | set(
+            param_strings(params, "MessageSystemAttributeNames")
         )
         msgs = await self.queues.receive(name, max=count, wait=wait, visibility_timeout=vt)
         out = [self._received(m, attr_names, system, caller) for m in msgs]
@@ -692,7 +515,7 @@ class SqsApi:
     ) -> dict[str, Any]:
         body = m["body"] if isinstance(m["body"], str) else orjson.dumps(m["body"]).decode()
         msg: dict[str, Any] = {
-            "MessageId": _message_id(m["id"]),
+            "MessageId": message_id(m["id"]),
             "ReceiptHandle": m["receipt"],
             "MD5OfBody": md5_of_body(body),
             "Body": body,
@@ -708,8 +531,8 @@ class SqsApi:
         if chosen:
             msg["Attributes"] = chosen
         if attr_names:
-            typed = _typed(m.get("attributes") or {})
-            picked = {k: v for k, v in typed.items() if _wanted(k, attr_names)}
+            typed = typed_attributes(m.get("attributes") or {})
+            picked = {k: v for k, v in typed.items() if wanted(k, attr_names)}
             if picked:
                 msg["MD5OfMessageAttributes"] = md5_of_attributes(
                     {
@@ -729,29 +552,29 @@ class SqsApi:
 
     async def _ADeleteMessage(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         name = self._queue(params, caller)
-        receipt = _receipt(params.get("ReceiptHandle"))
+        receipt = check_receipt(params.get("ReceiptHandle"))
         # A stale but well-formed handle deletes nothing and succeeds, as on AWS.
         await self.queues.ack(name, [receipt])
         return {}
 
     async def _ADeleteMessageBatch(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         name = self._queue(params, caller)
-        entries = _batch(params)
+        entries = batch_entries(params)
         successful: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         good: list[tuple[str, str]] = []
         for e in entries:
             try:
-                good.append((e["Id"], _receipt(e.get("ReceiptHandle"))))
+                good.append((e["Id"], check_receipt(e.get("ReceiptHandle"))))
             except AwsError as exc:
-                failed.append(_failure(e["Id"], exc.code, exc.message))
+                failed.append(failure(e["Id"], exc.code, exc.message))
         if good:
             await self.queues.ack(name, [r for _, r in good])
             successful = [{"Id": i} for i, _ in good]
         return {"Successful": successful, "Failed": failed}
 
     async def _change_visibility(self, name: str, receipt: object, seconds: object) -> None:
-        handle = _receipt(receipt)
+        handle = check_receipt(receipt)
         if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= 43_200:
             raise invalid(
                 f"Value {seconds} for parameter VisibilityTimeout is invalid. "
@@ -782,13 +605,13 @@ class SqsApi:
         name = self._queue(params, caller)
         successful: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
-        for e in _batch(params):
+        for e in batch_entries(params):
             try:
                 await self._change_visibility(
                     name, e.get("ReceiptHandle"), e.get("VisibilityTimeout")
                 )
             except AwsError as exc:
-                failed.append(_failure(e["Id"], exc.code, exc.message))
+                failed.append(failure(e["Id"], exc.code, exc.message))
             else:
                 successful.append({"Id": e["Id"]})
         return {"Successful": successful, "Failed": failed}
@@ -811,7 +634,7 @@ class SqsApi:
     async def _AStartMessageMoveTask(
         self, params: dict[str, Any], caller: Caller
     ) -> dict[str, Any]:
-        source_arn = _str(params, "SourceArn")
+        source_arn = param_str(params, "SourceArn")
         assert source_arn is not None
         dlq = self._name_of_arn(source_arn)
         caller.check_queue(dlq)
@@ -842,10 +665,10 @@ class SqsApi:
     async def _AListMessageMoveTasks(
         self, params: dict[str, Any], caller: Caller
     ) -> dict[str, Any]:
-        source_arn = _str(params, "SourceArn")
+        source_arn = param_str(params, "SourceArn")
         assert source_arn is not None
         caller.check_queue(self._name_of_arn(source_arn))
-        limit = _int(params, "MaxResults", 1, 10) or 1
+        limit = param_int(params, "MaxResults", 1, 10) or 1
         tasks = [
             {k: v for k, v in t.items() if k != "TaskHandle"}
             for t in reversed(self._tasks.values())
@@ -856,7 +679,7 @@ class SqsApi:
     async def _ACancelMessageMoveTask(
         self, params: dict[str, Any], caller: Caller
     ) -> dict[str, Any]:
-        handle = _str(params, "TaskHandle")
+        handle = param_str(params, "TaskHandle")
         task = self._tasks.get(handle or "")
         if task is None:
             raise AwsError(
@@ -874,89 +697,3 @@ def _exists() -> AwsError:
         "QueueNameExists",
         "A queue already exists with the same name and a different value for attribute(s).",
     )
-
-
-def _message_id(herald_id: str) -> str:
-    """Herald's 32-hex ids shown as UUIDs, as SQS shows message ids."""
-    if len(herald_id) == 32:
-        try:
-            return str(uuid.UUID(hex=herald_id))
-        except ValueError:
-            pass
-    return herald_id
-
-
-def _receipt(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise missing("ReceiptHandle")
-    try:
-        split_receipt(value)
-    except ReceiptInvalid:
-        raise AwsError(
-            "ReceiptHandleIsInvalid", f'The input receipt handle "{value}" is not a valid one.'
-        ) from None
-    return value
-
-
-def _batch(params: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The `Entries` of a batch call, checked as SQS checks them."""
-    entries = params.get("Entries")
-    if not entries:
-        raise AwsError(
-            "EmptyBatchRequest", "There should be at least one SendMessageBatchRequestEntry."
-        )
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise invalid("Entries must be a list of structures.")
-    if len(entries) > MAX_BATCH:
-        raise AwsError(
-            "TooManyEntriesInBatchRequest",
-            f"Maximum number of entries per request are {MAX_BATCH}. You have sent {len(entries)}.",
-        )
-    ids = [e.get("Id") for e in entries]
-    for entry_id in ids:
-        if not isinstance(entry_id, str) or _ENTRY_ID.fullmatch(entry_id) is None:
-            raise AwsError(
-                "InvalidBatchEntryId",
-                "A batch entry id can only contain alphanumeric characters, hyphens and "
-                "underscores. It can be at most 80 letters long.",
-            )
-    if len(set(ids)) != len(ids):
-        raise AwsError(
-            "BatchEntryIdsNotDistinct", "Two or more batch entries in the request have the same Id."
-        )
-    return entries
-
-
-def _failure(entry_id: str, code: str, message: str) -> dict[str, Any]:
-    return {"Id": entry_id, "SenderFault": True, "Code": code, "Message": message}
-
-
-def _typed(attributes: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
-    """Stored attributes as `{name: (DataType, text)}`; native ones get inferred types."""
-    kinds: dict[str, str] = {}
-    raw = attributes.get(DATA_TYPES)
-    if isinstance(raw, str):
-        try:
-            loaded = orjson.loads(raw)
-            kinds = loaded if isinstance(loaded, dict) else {}
-        except orjson.JSONDecodeError:
-            pass
-    out: dict[str, tuple[str, str]] = {}
-    for name, value in attributes.items():
-        if name in RESERVED:
-            continue
-        if isinstance(value, bool):
-            out[name] = (kinds.get(name, "String"), "true" if value else "false")
-        elif isinstance(value, int | float):
-            out[name] = (kinds.get(name, "Number"), str(value))
-        elif isinstance(value, str):
-            out[name] = (kinds.get(name, "String"), value)
-        else:
-            out[name] = (kinds.get(name, "String"), orjson.dumps(value).decode())
-    return out
-
-
-def _wanted(name: str, patterns: set[str]) -> bool:
-    if "All" in patterns or ".*" in patterns or name in patterns:
-        return True
-    return any(p.endswith(".*") and name.startswith(p[:-1]) for p in patterns)

@@ -15,7 +15,8 @@ import pytest
 
 from fanout.queues import QueueService, open_queue_service
 from gateway.aws.errors import AwsError
-from gateway.aws.sqs import Caller, SqsApi
+from gateway.aws.sqs import SqsApi
+from gateway.aws.sqs_messages import Caller
 from shared.config import Settings
 
 ODD_VALUES: list[Any] = [
