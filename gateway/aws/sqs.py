@@ -174,9 +174,7 @@ class SqsApi:
         return info
 
     async def _names(self) -> list[str]:
-        # `list` becomes `list_queues` on main; accept either while both exist.
-        lister = getattr(self.queues, "list_queues", None) or self.queues.list
-        return [q["name"] for q in await lister()]
+        return [q["name"] for q in await self.queues.list_queues()]
 
     # ---- queue attributes -------------------------------------------------------------
 
@@ -623,10 +621,9 @@ class SqsApi:
     ) -> dict[str, Any]:
         name = self._queue(params, caller)
         await self.queues.get(name)
-        lister = getattr(self.queues, "list_queues", None) or self.queues.list
         sources = sorted(
             q["name"]
-            for q in await lister()
+            for q in await self.queues.list_queues()
             if (q.get("dead_letter") or {}).get("queue") == name and caller.may_use_queue(q["name"])
         )
         return {"queueUrls": [self.url(caller, n) for n in sources]}
