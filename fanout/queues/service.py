@@ -12,6 +12,7 @@ import abc
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -355,7 +356,7 @@ class QueueService(abc.ABC):
             queue,
             policy,
             self.now_ms(),
-            dict(options) if options is not None else None,
+            options=dict(options) if options is not None else None,
         )
         await self._save_subscription(sub)
         self._install_subscriptions(await self._load_subscriptions())
@@ -376,16 +377,12 @@ class QueueService(abc.ABC):
         compile_filter(filter_policy)
         for sub in await self._load_subscriptions():
             if sub.id == sub_id:
-                new = QueueSubscription(
-                    sub.id,
-                    sub.topic,
-                    sub.queue,
-                    dict(filter_policy) if filter_policy else None,
-                    sub.created_at,
-                    dict(options) if options is not None else None,
+                new = dataclasses.replace(
+                    sub,
+                    filter_policy=dict(filter_policy) if filter_policy else None,
+                    options=dict(options) if options is not None else None,
                 )
-                await self._delete_subscription(sub_id)
-                await self._save_subscription(new)
+                await self._save_subscription(new)  # an upsert in every store
                 self._install_subscriptions(await self._load_subscriptions())
                 return new.as_dict()
         raise NotFound(

@@ -569,7 +569,7 @@ class SqliteQueueService(QueueService):
                 r[2],
                 orjson.loads(r[3]) if r[3] else None,
                 r[4],
-                orjson.loads(r[5]) if r[5] else None,
+                options=orjson.loads(r[5]) if r[5] else None,
             )
             for r in rows
         ]
@@ -579,7 +579,8 @@ class SqliteQueueService(QueueService):
         options = orjson.dumps(sub.options).decode() if sub.options is not None else None
         await self._run(
             lambda c: c.execute(
-                "INSERT INTO subscriptions (id, topic, queue, filter_policy, created_at, options)"
+                "INSERT OR REPLACE INTO subscriptions"
+                " (id, topic, queue, filter_policy, created_at, options)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (sub.id, sub.topic, sub.queue, policy, sub.created_at, options),
             )
