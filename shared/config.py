@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.errors import InvalidTopic
@@ -105,11 +105,13 @@ class Settings(BaseSettings):
 
     @field_validator("history", "min_batch_ms", "aws_credentials", mode="before")
     @classmethod
-    def _json(cls, v: Any) -> Any:
+    def _json(cls, v: Any, info: ValidationInfo) -> Any:
         if isinstance(v, str):
             import orjson
 
-            return orjson.loads(v) if v.strip() else None
+            if not v.strip():  # an empty variable means "none", not a validation error
+                return [] if info.field_name == "history" else {}
+            return orjson.loads(v)
         return v
 
     @field_validator("min_batch_ms")
