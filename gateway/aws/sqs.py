@@ -403,8 +403,7 @@ class SqsApi:
 
     async def _AListQueueTags(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         name = self._queue(params, caller)
-        tags = (await self.queues.get(name)).get("tags") or {}
-        return {"Tags": tags} if tags else {}
+        return {"Tags": (await self.queues.get(name)).get("tags") or {}}
 
     async def _AAddPermission(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
         name = self._queue(params, caller)

@@ -43,6 +43,7 @@ _VOLATILE = {
     "SigningCertURL",
     "UnsubscribeURL",
     "SubscriptionArn",
+    "NextToken",  # opaque on both sides
     # Herald does not sign envelopes (docs/aws.md): the version names no real signature.
     "SignatureVersion",
 }
@@ -482,6 +483,80 @@ def sns_management(sqs: Any, sns: Any, rec: Any, s: str) -> None:
     )
 
 
+def more_queue_actions(sqs: Any, sns: Any, rec: Any, s: str) -> None:
+    for i in range(3):
+        sqs.create_queue(QueueName=f"more-{s}-{i}")
+    first = rec("page 1", lambda: sqs.list_queues(QueueNamePrefix=f"more-{s}", MaxResults=2))
+    rec(
+        "page 2",
+        lambda: sqs.list_queues(
+            QueueNamePrefix=f"more-{s}", MaxResults=2, NextToken=first["NextToken"]
+        ),
+    )
+    url = sqs.get_queue_url(QueueName=f"more-{s}-0")["QueueUrl"]
+    rec("tags none", lambda: sqs.list_queue_tags(QueueUrl=url))
+    rec(
+        "set wait",
+        lambda: sqs.set_queue_attributes(
+            QueueUrl=url, Attributes={"ReceiveMessageWaitTimeSeconds": "1"}
+        ),
+    )
+    rec("default long poll", lambda: sqs.receive_message(QueueUrl=url))
+    rec("cancel unknown task", lambda: sqs.cancel_message_move_task(TaskHandle="nope"))
+
+
+def sns_more(sqs: Any, sns: Any, rec: Any, s: str) -> None:
+    topic = rec(
+        "fifo topic",
+        lambda: sns.create_topic(Name=f"more-{s}.fifo", Attributes={"FifoTopic": "true"}),
+    )["TopicArn"]
+    url = sqs.create_queue(
+        QueueName=f"more-{s}.fifo",
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
+    )["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sub = sns.subscribe(
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=arn,
+        Attributes={"RawMessageDelivery": "true"},
+    )["SubscriptionArn"]
+    for i in range(3):
+        sns.publish(
+            TopicArn=topic,
+            Message=f"m{i}",
+            MessageGroupId="g",
+            MessageDeduplicationId=f"d{i % 2}",
+            MessageAttributes={"tags": {"DataType": "String.Array", "StringValue": '["a", "b"]'}},
+        )
+    rec("fifo raw", lambda: [m["Body"] for m in drain(sqs, url)])
+    rec("publish without group", lambda: sns.publish(TopicArn=topic, Message="x"))
+    policy = json.dumps({"healthyRetryPolicy": {"numRetries": 3}})
+    rec(
+        "delivery policy",
+        lambda: sns.set_subscription_attributes(
+            SubscriptionArn=sub, AttributeName="DeliveryPolicy", AttributeValue=policy
+        ),
+    )
+    rec(
+        "policy back",
+        lambda: json.loads(
+            sns.get_subscription_attributes(SubscriptionArn=sub)["Attributes"]["DeliveryPolicy"]
+        ),
+    )
+    rec("confirm bogus", lambda: sns.confirm_subscription(TopicArn=topic, Token="bogus"))
+    rec(
+        "listed",
+        lambda: [x for x in sns.list_subscriptions()["Subscriptions"] if x["TopicArn"] == topic],
+    )
+    rec("topic attributes", lambda: {
+        k: v for k, v in sns.get_topic_attributes(TopicArn=topic)["Attributes"].items()
+        if k in ("TopicArn", "FifoTopic", "SubscriptionsConfirmed")
+    })  # fmt: skip
+
+
 SCENARIOS: list[Scenario] = [
     queue_lifecycle,
     messages,
@@ -492,6 +567,8 @@ SCENARIOS: list[Scenario] = [
     permissions,
     sns_filters,
     sns_management,
+    more_queue_actions,
+    sns_more,
 ]
 
 # (scenario, step, path) -> why Herald differs from moto. docs/aws.md lists each one.
@@ -504,6 +581,11 @@ KNOWN: dict[tuple[str, str, str], str] = {
     ("dead_letters", "tasks", ".Status"): _MOTO_NO_MOVE_TASKS,
     ("dead_letters", "tasks", ".SourceArn"): _MOTO_NO_MOVE_TASKS,
     ("dead_letters", "tasks", ".ApproximateNumberOfMessagesMoved"): _MOTO_NO_MOVE_TASKS,
+    ("more_queue_actions", "cancel unknown task", ".Error"): _MOTO_NO_MOVE_TASKS,
+    ("sns_more", "publish without group", ".Error"): "moto: MissingParameter",
+    ("sns_more", "confirm bogus", ".Error"): "moto confirms any token",
+    ("sns_more", "confirm bogus", ".SubscriptionArn"): "moto confirms any token",
+    ("sns_more", "topic attributes", ".SubscriptionsConfirmed"): "moto does not count",
 }
 
 
