@@ -114,3 +114,16 @@ def test_dev_mode_accepts_any_credentials_loudly() -> None:
     finally:
         server.stop()
     assert "AWS API in DEV MODE" in server.output() and "ANYKEY" in server.output()
+
+
+@pytest.mark.integration
+def test_herald_auth_on_without_aws_credentials_refuses_aws_calls() -> None:
+    server = HeraldServer(env={"HERALD_API_KEYS": "native-key"}).start()
+    try:
+        sqs = make_client(server.http, "sqs", key="ANYKEY", secret="anything")
+        with pytest.raises(ClientError) as exc:
+            sqs.list_queues()
+        assert exc.value.response["Error"]["Code"] == "InvalidClientTokenId"
+    finally:
+        server.stop()
+    assert "DEV MODE" not in server.output()
