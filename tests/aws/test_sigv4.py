@@ -127,3 +127,14 @@ def test_herald_auth_on_without_aws_credentials_refuses_aws_calls() -> None:
     finally:
         server.stop()
     assert "DEV MODE" not in server.output()
+
+
+@pytest.mark.integration
+def test_the_aws_prefix_endpoint_signs_and_serves(herald_aws: HeraldServer) -> None:
+    sqs = make_client(herald_aws.http + "/aws", "sqs")
+    url = sqs.create_queue(QueueName="prefixed")["QueueUrl"]
+    assert url.startswith(herald_aws.http + "/aws/")
+    sqs.send_message(QueueUrl=url, MessageBody="x")
+    assert sqs.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "x"
+    sns = make_client(herald_aws.http + "/aws", "sns")
+    assert "TopicArn" in sns.create_topic(Name="prefixed")
