@@ -19,7 +19,10 @@ from gateway.aws import sigv4, sqs_query
 from gateway.aws.errors import AwsError, sqs_error, xml_error
 from gateway.aws.sqs import SqsApi
 from gateway.aws.sqs_messages import Caller
+from gateway.publish_limit import check_publish_rate
+from shared.auth import Principal
 from shared.config import Settings
+from shared.errors import RateLimited
 
 if TYPE_CHECKING:
     from fanout.node import Node
@@ -143,10 +146,23 @@ async def _query(request: Request, body: bytes) -> Response:
         if action not in gw.sns.actions:
             raise AwsError("InvalidAction", f"The action {action} is not valid for this endpoint.")
         caller = gw.authenticate(request, body)
+        if action in ("Publish", "PublishBatch"):
+            _charge_publish(request, caller, params)
         xml = await gw.sns.handle(action, params, caller)
     except AwsError as exc:
         return xml_error(exc, namespace)
     return Response(xml, media_type="text/xml")
+
+
+def _charge_publish(request: Request, caller: Caller, params: dict[str, str]) -> None:
+    """HTTP publish rate limit (HERALD_HTTP_PUBLISH_RATE), per access key: SNS's Throttled."""
+    cost = sum(1 for k in params if k.startswith("PublishBatchRequestEntries.member.")
+               and k.endswith(".Id")) or 1  # fmt: skip
+    principal = Principal(sub=f"aws:{caller.access_key}")
+    try:
+        check_publish_rate(request, request.app.state.node, principal, cost)
+    except RateLimited as exc:
+        raise AwsError("Throttled", exc.message, 429) from None
 
 
 def _is_sqs(request: Request, action: str, gw: AwsGateway) -> bool:

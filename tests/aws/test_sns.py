@@ -12,6 +12,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
+from aws_helpers import CREDENTIALS, LIMITED_KEY, LIMITED_SECRET, make_client
 from procs import HeraldServer
 from wsclient import collect, connect, subscribe
 
@@ -224,3 +225,30 @@ def test_native_api_shows_sns_subscriptions_and_sqs_tags(
     assert mine["topic"] == arn.rsplit(":", 1)[1]
     assert mine["options"]["subscription_arn"] == sub
     assert mine["options"]["attributes"] == {"RawMessageDelivery": "true"}
+
+
+def test_publishes_share_the_http_publish_rate_limit_per_access_key() -> None:
+    env = {
+        "HERALD_AWS_CREDENTIALS": json.dumps(CREDENTIALS),
+        "HERALD_HTTP_PUBLISH_RATE": "0.01",
+        "HERALD_HTTP_PUBLISH_BURST": "3",
+    }
+    server = HeraldServer(env=env).start()
+    try:
+        sns = make_client(server.http, "sns")
+        arn = topic(sns)
+        sns.publish(TopicArn=arn, Message="1")
+        sns.publish_batch(
+            TopicArn=arn,
+            PublishBatchRequestEntries=[{"Id": "a", "Message": "2"}, {"Id": "b", "Message": "3"}],
+        )
+        with pytest.raises(ClientError) as exc:
+            sns.publish(TopicArn=arn, Message="4")
+        assert exc.value.response["Error"]["Code"] == "Throttled"
+        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+        # Another access key has its own bucket.
+        other = make_client(server.http, "sns", key=LIMITED_KEY, secret=LIMITED_SECRET)
+        other.create_topic(Name="team-x")
+        other.publish(TopicArn=arn.rsplit(":", 1)[0] + ":team-x", Message="5")
+    finally:
+        server.stop()
