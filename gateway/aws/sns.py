@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
+import hashlib
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -479,11 +480,14 @@ class SnsApi:
 
     # ---- publishing -------------------------------------------------------------------
 
-    def _entry(self, name: str, params: Mapping[str, str], prefix: str = "") -> dict[str, Any]:
-        message = params.get(prefix + "Message")
+    def _entry(
+        self, name: str, topic: Mapping[str, Any], params: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """A Publish (or one PublishBatch entry) as a Herald publish of topic `name`."""
+        message = params.get("Message")
         if message is None or message == "":
             raise AwsError("InvalidParameter", "Invalid parameter: Empty message")
-        if params.get(prefix + "MessageStructure") == "json":
+        if params.get("MessageStructure") == "json":
             try:
                 doc = orjson.loads(message)
                 message = doc.get("sqs", doc["default"])
@@ -492,13 +496,13 @@ class SnsApi:
                     "InvalidParameter",
                     "Invalid parameter: Message Structure - No default entry in JSON message body",
                 ) from None
-        parsed = _attributes_in(params, prefix + "MessageAttributes")
+        parsed = _attributes_in(params, "MessageAttributes")
         meta = parsed["meta"]
-        subject = params.get(prefix + "Subject")
+        subject = params.get("Subject")
         if subject:
             meta["Subject"] = subject
-        group = params.get(prefix + "MessageGroupId")
-        dedup = params.get(prefix + "MessageDeduplicationId")
+        group = params.get("MessageGroupId")
+        dedup = params.get("MessageDeduplicationId")
         if name.endswith(".fifo"):
             if not group:
                 raise AwsError(
@@ -506,8 +510,17 @@ class SnsApi:
                     "Invalid parameter: The MessageGroupId parameter is required for FIFO topics",
                 )
             meta["GroupId"] = group
-            if dedup:
-                meta["DedupId"] = dedup
+            if not dedup:
+                content_dedup = (topic.get("attributes") or {}).get("ContentBasedDeduplication")
+                if str(content_dedup).lower() != "true":
+                    raise AwsError(
+                        "InvalidParameter",
+                        "Invalid parameter: The topic should either have "
+                        "ContentBasedDeduplication enabled or MessageDeduplicationId provided "
+                        "explicitly",
+                    )
+                dedup = hashlib.sha256(message.encode()).hexdigest()
+            meta["DedupId"] = dedup
         elif dedup:
             raise AwsError(
                 "InvalidParameter",
@@ -527,14 +540,14 @@ class SnsApi:
         arn = params.get("TopicArn") or params.get("TargetArn")
         if not arn:
             raise AwsError("InvalidParameter", "Invalid parameter: TopicArn or TargetArn")
-        name, _ = await self._existing_topic(arn, caller)
-        (outcome,) = await self._publish([self._entry(name, params)])
+        name, topic = await self._existing_topic(arn, caller)
+        (outcome,) = await self._publish([self._entry(name, topic, params)])
         if isinstance(outcome, HeraldError):
             raise outcome
         return {"MessageId": outcome.id}
 
     async def _APublishBatch(self, params: dict[str, str], caller: Caller) -> dict[str, Any]:
-        name, _ = await self._existing_topic(_param(params, "TopicArn"), caller)
+        name, topic = await self._existing_topic(_param(params, "TopicArn"), caller)
         members = _members(params, "PublishBatchRequestEntries")
         if not members:
             raise AwsError("EmptyBatchRequest", "The batch request doesn't contain any entries")
@@ -553,7 +566,7 @@ class SnsApi:
         good: list[tuple[str, Mapping[str, Any]]] = []
         for m in members:
             try:
-                good.append((m["Id"], self._entry(name, m)))
+                good.append((m["Id"], self._entry(name, topic, m)))
             except AwsError as exc:
                 failed.append(
                     {

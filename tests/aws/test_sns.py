@@ -155,6 +155,15 @@ def test_fifo_topic_to_fifo_queue(sqs: Any, sns: Any) -> None:
     assert bodies == ["m0", "m1", "m2"]
     with pytest.raises(ClientError):
         sns.publish(TopicArn=arn, Message="no group")
+    with pytest.raises(ClientError) as exc:  # no dedup id, no content-based dedup
+        sns.publish(TopicArn=arn, Message="no dedup", MessageGroupId="g")
+    assert exc.value.response["Error"]["Code"] == "InvalidParameter"
+    sns.set_topic_attributes(
+        TopicArn=arn, AttributeName="ContentBasedDeduplication", AttributeValue="true"
+    )
+    for body in ("same", "same", "other"):
+        sns.publish(TopicArn=arn, Message=body, MessageGroupId="g")
+    assert [json.loads(m["Body"])["Message"] for m in drain(sqs, url)] == ["same", "other"]
 
 
 def test_topics_and_subscriptions_listing_and_errors(sqs: Any, sns: Any) -> None:
