@@ -69,15 +69,22 @@ def typed_attributes(attributes: Mapping[str, Any]) -> dict[str, tuple[str, str]
     return out
 
 
-def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested objects as dotted keys: how a MessageBody filter policy sees a body."""
+MAX_FLATTEN_DEPTH = 32
+
+
+def flatten(value: Mapping[str, Any], prefix: str = "", depth: int = 0) -> dict[str, Any]:
+    """Nested objects as dotted keys: how a MessageBody filter policy sees a body.
+
+    Below MAX_FLATTEN_DEPTH levels an object stays whole (no filter matches it), so a
+    hostile, deeply nested body costs bounded work and never exhausts the stack.
+    """
     out: dict[str, Any] = {}
     for key, item in value.items():
         name = f"{prefix}{key}"
         # Filter operators such as {"prefix": "x"} sit inside lists, so in a policy
         # as in a body every mapping value is one more level of nesting.
-        if isinstance(item, Mapping):
-            out.update(flatten(item, name + "."))
+        if isinstance(item, Mapping) and depth < MAX_FLATTEN_DEPTH:
+            out.update(flatten(item, name + ".", depth + 1))
         else:
             out[name] = item
     return out

@@ -100,3 +100,16 @@ async def test_options_survive_a_restart(tmp_path: Path, clock: FakeClock) -> No
         assert listed["id"] == sub["id"] and listed["options"] == {"attributes": {"x": "1"}}
     finally:
         await again.close()
+
+
+async def test_a_deeply_nested_body_is_bounded_work(svc: QueueService) -> None:
+    await svc.create_or_update("deep", {})
+    await svc.create_subscription(
+        "events", "deep", {"a.b": ["x"]}, {"attributes": {"FilterPolicyScope": "MessageBody"}}
+    )
+    # 1,000 levels: within orjson's limit, past the interpreter's recursion limit.
+    deep = '{"a":' * 1000 + '"x"' + "}" * 1000
+    await svc.on_publish([published(1, deep)])
+    await svc.on_publish([published(2, json.dumps({"a": {"b": "x"}}))])
+    got = await bodies(svc, "deep")
+    assert [json.loads(json.loads(b)["Message"]) for b in got] == [{"a": {"b": "x"}}]
