@@ -17,6 +17,7 @@ themselves (names starting with `AWS.` are reserved by SQS and SNS):
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -27,6 +28,9 @@ from fanout.message import Message
 from shared.filters import FilterPolicy
 
 DATA_TYPES = "AWS.DataTypes"
+# An SQS/SNS DataType, and a FIFO group or dedup id (printable ASCII, as the store wants).
+DATA_TYPE = re.compile(r"(String|Number|Binary)(\.[!-~]{1,250})?")
+TOKEN = re.compile(r"[!-~]{1,128}")
 SNS_META = "AWS.SNS"
 RESERVED = (DATA_TYPES, SNS_META)
 
@@ -36,15 +40,46 @@ def user_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in attributes.items() if k not in RESERVED}
 
 
-def sns_meta(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    raw = attributes.get(SNS_META)
+def reserved_json(attributes: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The JSON object a reserved attribute carries; anything else (a native publisher
+    may set these names too) reads as empty."""
+    raw = attributes.get(key)
     if not isinstance(raw, str):
         return {}
     try:
-        meta = orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return {}
-    return meta if isinstance(meta, dict) else {}
+    return value if isinstance(value, dict) else {}
+
+
+def data_types(value: object) -> dict[str, str]:
+    """The well-formed `{name: DataType}` entries of a types map."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {
+        k: v
+        for k, v in value.items()
+        if isinstance(k, str) and isinstance(v, str) and DATA_TYPE.fullmatch(v)
+    }
+
+
+def sns_meta(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """The `AWS.SNS` meta of a topic message, with only well-formed fields kept."""
+    raw = reserved_json(attributes, SNS_META)
+    meta: dict[str, Any] = {"Types": data_types(raw.get("Types"))}
+    numbers = raw.get("Numbers")
+    if isinstance(numbers, Mapping):
+        meta["Numbers"] = {
+            k: v for k, v in numbers.items() if isinstance(k, str) and isinstance(v, str)
+        }
+    if isinstance(raw.get("Subject"), str):
+        meta["Subject"] = raw["Subject"]
+    for key in ("GroupId", "DedupId"):
+        # They become FIFO group and dedup ids: the queue store's token rules apply.
+        if isinstance(raw.get(key), str) and TOKEN.fullmatch(raw[key]):
+            meta[key] = raw[key]
+    return meta
 
 
 def number_text(value: int | float) -> str:

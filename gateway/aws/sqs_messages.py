@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from fanout.queues.model import split_receipt
-from fanout.queues.sns_delivery import DATA_TYPES, RESERVED
+from fanout.queues.sns_delivery import DATA_TYPE, DATA_TYPES, RESERVED, data_types, reserved_json
 from gateway.aws.errors import AwsError, invalid, missing
 from gateway.aws.md5 import md5_of_attributes, md5_of_body
 from shared.config import AwsCredential
@@ -33,7 +33,6 @@ Typed = tuple[str, str | bytes]
 
 _ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _ATTR_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
-_ATTR_TYPE = re.compile(r"(String|Number|Binary)(\.[!-~]{1,250})?")
 # Characters SQS accepts in a body: #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF.
 _BAD_BODY = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -123,7 +122,7 @@ def message_attributes(raw: object) -> tuple[dict[str, Any], dict[str, Typed]]:
         if not isinstance(value, dict):
             raise invalid(f"The message attribute '{name}' must be a structure.")
         kind = value.get("DataType")
-        if not isinstance(kind, str) or _ATTR_TYPE.fullmatch(kind) is None:
+        if not isinstance(kind, str) or DATA_TYPE.fullmatch(kind) is None:
             raise invalid(f"The message attribute '{name}' has an invalid message attribute type.")
         if kind.startswith("Binary"):
             blob = value.get("BinaryValue")
@@ -268,14 +267,7 @@ def failure(entry_id: str, code: str, message: str) -> dict[str, Any]:
 
 def typed_attributes(attributes: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
     """Stored attributes as `{name: (DataType, text)}`; native ones get inferred types."""
-    kinds: dict[str, str] = {}
-    raw = attributes.get(DATA_TYPES)
-    if isinstance(raw, str):
-        try:
-            loaded = orjson.loads(raw)
-            kinds = loaded if isinstance(loaded, dict) else {}
-        except orjson.JSONDecodeError:
-            pass
+    kinds = data_types(reserved_json(attributes, DATA_TYPES))
     out: dict[str, tuple[str, str]] = {}
     for name, value in attributes.items():
         if name in RESERVED:
@@ -288,7 +280,20 @@ def typed_attributes(attributes: Mapping[str, Any]) -> dict[str, tuple[str, str]
             out[name] = (kinds.get(name, "String"), value)
         else:
             out[name] = (kinds.get(name, "String"), orjson.dumps(value).decode())
+        kind, text = out[name]
+        if kind.startswith("Binary") and not _is_base64(text):
+            # Typed Binary by a native sender without base64 text: show it as text
+            # rather than fail every receive of the message.
+            out[name] = ("String", text)
     return out
+
+
+def _is_base64(text: str) -> bool:
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
 
 
 def wanted(name: str, patterns: set[str]) -> bool:

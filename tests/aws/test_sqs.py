@@ -291,3 +291,28 @@ def test_hostile_parameters_get_4xx(sqs: Any, herald_aws: HeraldServer) -> None:
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert r.status_code == 400 and b"MalformedQueryString" in r.content
+
+
+def test_native_senders_cannot_poison_sqs_receives(sqs: Any, herald_aws: HeraldServer) -> None:
+    """Reserved attribute names set by a native sender or publisher are only data."""
+    url = new_queue(sqs, "poison")
+    name = url.rsplit("/", 1)[1]
+    for attrs in (
+        {"AWS.DataTypes": '{"b": "Binary", "n": 5}', "b": "not base64!", "n": "1"},
+        {"AWS.DataTypes": "[1, 2]", "x": "y"},
+        {"AWS.DataTypes": "{not json", "x": "y"},
+    ):
+        r = httpx.post(
+            f"{herald_aws.http}/v1/queues/{name}/messages", json={"body": "b", "attributes": attrs}
+        )
+        assert r.status_code == 201, r.text
+    got = []
+    while msgs := sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    ).get("Messages"):
+        got += msgs
+        for m in msgs:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    assert len(got) == 3
+    first = next(m for m in got if "b" in m.get("MessageAttributes", {}))
+    assert first["MessageAttributes"]["b"] == {"StringValue": "not base64!", "DataType": "String"}

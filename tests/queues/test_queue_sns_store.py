@@ -113,3 +113,20 @@ async def test_a_deeply_nested_body_is_bounded_work(svc: QueueService) -> None:
     await svc.on_publish([published(2, json.dumps({"a": {"b": "x"}}))])
     got = await bodies(svc, "deep")
     assert [json.loads(json.loads(b)["Message"]) for b in got] == [{"a": {"b": "x"}}]
+
+
+async def test_forged_sns_meta_is_only_data(svc: QueueService) -> None:
+    """`AWS.SNS` from a native publisher: bad fields are dropped, never a failed publish
+    or a group id the store cannot hold."""
+    await svc.create_or_update("forged.fifo", {})
+    await svc.create_subscription("events", "forged.fifo", None, {"attributes": {}})
+    for meta in (
+        '{"Types": 5, "Numbers": [1], "Subject": 7, "GroupId": "a\\u0000b", "DedupId": ""}',
+        '{"Types": {"p": "Bogus"}, "GroupId": "' + "g" * 500 + '"}',
+        "[1]",
+        "{bad",
+    ):
+        await svc.on_publish([published(len(meta), "m", p=1, **{SNS_META: meta})])
+    msgs = await svc.receive("forged.fifo", max=10)
+    assert len(msgs) == 1  # one FIFO group (the topic): one message at a time
+    assert json.loads(msgs[0]["body"])["MessageAttributes"]["p"] == {"Type": "Number", "Value": "1"}
