@@ -39,7 +39,7 @@ from fanout.queues.model import (
     split_receipt,
     validate_name,
 )
-from fanout.queues.sns_delivery import sns_delivery
+from fanout.queues.sns_delivery import SnsMessage, sns_delivery
 from shared.errors import (
     HeraldError,
     InvalidRequest,
@@ -426,12 +426,14 @@ class QueueService(abc.ABC):
         for msg in msgs:
             # None: the native payload; else an SNS delivery (payload, group, dedup).
             queues: dict[str, tuple[bytes, str | None, str | None] | None] = {}
+            sns: SnsMessage | None = None  # decoded on the first SNS subscription only
             for sid in self._sub_index.match(msg.topic):
                 sub, flt = self._subs[sid]
                 if sub.queue in queues:
                     continue
                 if sub.options is not None:
-                    delivery = sns_delivery(msg, sub.options, flt)
+                    sns = sns or SnsMessage(msg)
+                    delivery = sns_delivery(sns, sub.options, flt)
                     if delivery is not None:
                         queues[sub.queue] = delivery
                 elif flt.matches(msg.attributes):

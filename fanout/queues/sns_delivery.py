@@ -133,24 +133,43 @@ def _iso(ts_ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts_ms / 1000)) + (f".{ts_ms % 1000:03d}Z")
 
 
-def sns_delivery(
-    msg: Message, options: Mapping[str, Any], flt: FilterPolicy
-) -> tuple[bytes, str | None, str | None] | None:
-    """The queue payload, group id and dedup id for `msg`, or None when filtered out."""
-    attrs: Mapping[str, Any] = options.get("attributes") or {}
-    data = orjson.loads(msg.envelope).get("data")
-    if attrs.get("FilterPolicyScope") == "MessageBody":
+class SnsMessage:
+    """What every SNS delivery of one topic message needs, decoded once per message."""
+
+    __slots__ = ("_flat", "body", "meta", "msg", "text", "typed", "user")
+
+    def __init__(self, msg: Message) -> None:
+        self.msg = msg
+        data = orjson.loads(msg.envelope).get("data")
+        self.text = _message_text(data)
         try:
-            body = orjson.loads(data) if isinstance(data, str) else data
+            self.body = orjson.loads(data) if isinstance(data, str) else data
         except orjson.JSONDecodeError:
-            body = None
-        if not flt.match_all and (not isinstance(body, Mapping) or not flt.matches(flatten(body))):
+            self.body = None
+        self.meta = sns_meta(msg.attributes)
+        self.typed = typed_attributes(msg.attributes)
+        self.user = user_attributes(msg.attributes)
+        self._flat: dict[str, Any] | None = None
+
+    def flat_body(self) -> dict[str, Any] | None:
+        """The body as a MessageBody filter sees it; None when it is not an object."""
+        if self._flat is None and isinstance(self.body, Mapping):
+            self._flat = flatten(self.body)
+        return self._flat
+
+
+def sns_delivery(
+    sns: SnsMessage, options: Mapping[str, Any], flt: FilterPolicy
+) -> tuple[bytes, str | None, str | None] | None:
+    """The queue payload, group id and dedup id for a message, or None when filtered out."""
+    attrs: Mapping[str, Any] = options.get("attributes") or {}
+    if attrs.get("FilterPolicyScope") == "MessageBody":
+        flat = sns.flat_body()
+        if not flt.match_all and (flat is None or not flt.matches(flat)):
             return None
-    elif not flt.matches(user_attributes(msg.attributes)):
+    elif not flt.matches(sns.user):
         return None
-    meta = sns_meta(msg.attributes)
-    typed = typed_attributes(msg.attributes)
-    text = _message_text(data)
+    meta, typed, text, msg = sns.meta, sns.typed, sns.text, sns.msg
     if attrs.get("RawMessageDelivery", "false").lower() == "true":
         values: dict[str, Any] = {name: value for name, (_, value) in typed.items()}
         kinds = {name: kind for name, (kind, _) in typed.items() if kind != "String"}
