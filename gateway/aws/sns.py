@@ -65,16 +65,15 @@ def _entries(params: Mapping[str, str], prefix: str, key: str, value: str) -> di
 
 
 def _members(params: Mapping[str, str], prefix: str) -> list[dict[str, str]]:
-    """`Prefix.member.N.Field` groups, in order."""
-    out: list[dict[str, str]] = []
-    n = 1
-    while True:
-        head = f"{prefix}.member.{n}."
-        group = {k[len(head) :]: v for k, v in params.items() if k.startswith(head)}
-        if not group:
-            return out
-        out.append(group)
-        n += 1
+    """`Prefix.member.N.Field` groups, in order of N (one pass over the form)."""
+    head = f"{prefix}.member."
+    groups: dict[int, dict[str, str]] = {}
+    for key, value in params.items():
+        if key.startswith(head):
+            n, _, field = key[len(head) :].partition(".")
+            if n.isdigit() and field:
+                groups.setdefault(int(n), {})[field] = value
+    return [groups[n] for n in sorted(groups)]
 
 
 def _xml(value: Any) -> str:
