@@ -43,6 +43,23 @@ _SUB_ATTRIBUTES = {
     "RedrivePolicy",
 }
 _INT = re.compile(r"-?[0-9]{1,15}")
+# Topic attributes SNS defines; stored as given (docs/aws.md), so the set and the size
+# are bounded: an unknown name is refused rather than growing the registry.
+_TOPIC_ATTRIBUTES = {
+    "DisplayName",
+    "Policy",
+    "DeliveryPolicy",
+    "KmsMasterKeyId",
+    "SignatureVersion",
+    "TracingConfig",
+    "FifoTopic",
+    "ContentBasedDeduplication",
+    "ArchivePolicy",
+    "FifoThroughputScope",
+    "DataProtectionPolicy",
+}
+MAX_ATTRIBUTE_VALUE = 30 * 1024
+MAX_TAGS = 50
 
 Handler = Callable[[dict[str, str], Caller], Awaitable[Any]]
 
@@ -74,6 +91,13 @@ def _members(params: Mapping[str, str], prefix: str) -> list[dict[str, str]]:
             if n.isdigit() and field:
                 groups.setdefault(int(n), {})[field] = value
     return [groups[n] for n in sorted(groups)]
+
+
+def _check_topic_attribute(key: str, value: str) -> None:
+    if key not in _TOPIC_ATTRIBUTES:
+        raise AwsError("InvalidParameter", f"Invalid parameter: AttributeName: {key}")
+    if len(value) > MAX_ATTRIBUTE_VALUE:
+        raise AwsError("InvalidParameter", f"Invalid parameter: {key}: too long")
 
 
 def _xml(value: Any) -> str:
@@ -258,6 +282,8 @@ class SnsApi:
         arn = self.topic_arn(name)
         self._topic_name(arn, caller)
         attrs = _entries(params, "Attributes.entry", "key", "value")
+        for key, value in attrs.items():
+            _check_topic_attribute(key, value)
         fifo = attrs.get("FifoTopic", "false").lower() == "true"
         if fifo != name.endswith(".fifo"):
             raise AwsError(
@@ -266,6 +292,8 @@ class SnsApi:
                 "names must not",
             )
         tags = _entries(params, "Tags.member", "Key", "Value")
+        if len(tags) > MAX_TAGS or any(len(k) > 128 or len(v) > 256 for k, v in tags.items()):
+            raise AwsError("InvalidParameter", "Invalid parameter: Tags")
         topics = await self.queues.sns_topics()
         if name not in topics:
             await self.queues.put_sns_topic(name, {"attributes": attrs, "tags": tags})
@@ -311,10 +339,12 @@ class SnsApi:
         arn = _param(params, "TopicArn")
         name, topic = await self._existing_topic(arn, caller)
         key = _param(params, "AttributeName")
+        value = params.get("AttributeValue", "")
+        _check_topic_attribute(key, value)
         if key == "FifoTopic":
             raise AwsError("InvalidParameter", "Invalid parameter: AttributeName")
         attrs = dict(topic.get("attributes") or {})
-        attrs[key] = params.get("AttributeValue", "")
+        attrs[key] = value
         await self.queues.put_sns_topic(name, {**topic, "attributes": attrs})
 
     # ---- subscriptions ----------------------------------------------------------------

@@ -261,3 +261,15 @@ def test_publishes_share_the_http_publish_rate_limit_per_access_key() -> None:
         other.publish(TopicArn=arn.rsplit(":", 1)[0] + ":team-x", Message="5")
     finally:
         server.stop()
+
+
+def test_topic_attributes_are_a_bounded_known_set(sns: Any) -> None:
+    arn = topic(sns)
+    sns.set_topic_attributes(TopicArn=arn, AttributeName="DisplayName", AttributeValue="Orders")
+    assert sns.get_topic_attributes(TopicArn=arn)["Attributes"]["DisplayName"] == "Orders"
+    for name, value in (("Whatever", "x"), ("Policy", "x" * 40_000)):
+        with pytest.raises(ClientError) as exc:
+            sns.set_topic_attributes(TopicArn=arn, AttributeName=name, AttributeValue=value)
+        assert exc.value.response["Error"]["Code"] == "InvalidParameter"
+    with pytest.raises(ClientError):
+        sns.create_topic(Name=f"t-{uuid.uuid4().hex[:8]}", Attributes={"Nope": "1"})
