@@ -374,6 +374,8 @@ class SnsApi:
         for key, value in attrs.items():
             if key not in _SUB_ATTRIBUTES:
                 raise AwsError("InvalidParameter", f"Invalid parameter: Attributes Reason: {key}")
+            if len(value) > MAX_ATTRIBUTE_VALUE * (10 if key == "FilterPolicy" else 1):
+                raise AwsError("InvalidParameter", f"Invalid parameter: {key}: too long")
             if key == "RawMessageDelivery" and value.lower() not in ("true", "false"):
                 raise AwsError("InvalidParameter", "Invalid parameter: RawMessageDelivery")
             if key in ("DeliveryPolicy", "RedrivePolicy") and value:
