@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fanout.backplane import Backplane
 from fanout.node import Node
 from fanout.queues import QueueService, open_queue_service
+from gateway.aws.endpoint import router as aws_router
 from gateway.client_js import router as client_js_router
 from gateway.commands import HANDLERS
 from gateway.edge import Edge
@@ -172,7 +173,13 @@ class JsonBodies:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+        # Only Herald's own API: the SQS/SNS endpoint (`/`, `/aws`) speaks form bodies and
+        # AWS SDKs sign the content-type header.
+        if (
+            scope["type"] == "http"
+            and scope["method"] in ("POST", "PUT", "PATCH")
+            and scope["path"].startswith("/v1/")
+        ):
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
             given = dict(scope["headers"]).get(b"content-type", b"")
             # Every body of this API is JSON: any other declared type is a client's default.
@@ -259,6 +266,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages_router)
     app.include_router(queues_router)
     app.include_router(confirm_router)
+    app.include_router(aws_router)  # SQS and SNS on POST / and /aws (docs/aws.md)
     # A batch of 500 messages at the size limit, plus JSON overhead.
     limit = max(settings.max_message_bytes * 501, 4 << 20)
     # The last added is the outermost: every answer, even a 413, carries CORS headers.

@@ -104,6 +104,10 @@ class QueueInfo(BaseModel):
     content_dedup: bool
     max_depth: int | None
     created_at: int = Field(description="Unix ms")
+    tags: dict[str, str] | None = Field(None, description="set by the SQS API (docs/aws.md)")
+    aws: dict[str, str] | None = Field(
+        None, description="SQS attributes Herald stores but does not act on (docs/aws.md)"
+    )
     visible: int = 0
     in_flight: int = 0
     delayed: int = 0
@@ -228,6 +232,9 @@ class SubscriptionOut(BaseModel):
     status: str | None = Field(None, description="webhook: confirmed | pending_confirmation")
     secret: str | None = Field(None, description="webhook: returned on create only")
     secret_hash: str | None = Field(None, description="webhook: sha256(secret)[:16]")
+    options: dict[str, Any] | None = Field(
+        None, description="SNS subscription attributes, when made by the SNS API (docs/aws.md)"
+    )
 
 
 class SubscriptionList(BaseModel):

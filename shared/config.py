@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.errors import InvalidTopic
@@ -40,6 +40,17 @@ class HistoryRule(BaseModel):
     @classmethod
     def _valid_pattern(cls, v: str) -> str:
         return _pattern(v)
+
+
+class AwsCredential(BaseModel):
+    """One AWS access key of the SQS/SNS API: its secret and the names it may use.
+
+    `queues` and `topics` are shell-style globs (`orders-*`); `["*"]` is everything.
+    """
+
+    secret: str = Field(min_length=1)
+    queues: list[str] = Field(default_factory=lambda: ["*"])
+    topics: list[str] = Field(default_factory=lambda: ["*"])
 
 
 class Settings(BaseSettings):
@@ -154,6 +165,18 @@ class Settings(BaseSettings):
         description='JSON map pattern -> minimum batch_ms, e.g. {"game.>":100}',
     )
 
+    # The SQS/SNS API (docs/aws.md): access key id -> secret and allowed names.
+    aws_credentials: Annotated[dict[str, AwsCredential], NoDecode] = Field(
+        default_factory=dict,
+        description='JSON: AWS access key -> {"secret", "queues", "topics"} for SQS/SNS',
+    )
+    aws_region: str = Field(default="us-east-1", description="region in SQS/SNS URLs and ARNs")
+    aws_account_id: str = Field(
+        default="000000000000",
+        pattern=r"^[0-9]{12}$",
+        description="account id in SQS/SNS URLs and ARNs",
+    )
+
     webhook_timeout: float = Field(
         default=15.0, gt=0, le=300, description="s bound on one webhook HTTP attempt"
     )
@@ -184,14 +207,16 @@ class Settings(BaseSettings):
             return [k.strip() for k in v.split(",") if k.strip()]
         return v
 
-    @field_validator("history", "min_batch_ms", mode="before")
+    @field_validator("history", "min_batch_ms", "aws_credentials", mode="before")
     @classmethod
-    def _json(cls, v: Any) -> Any:
+    def _json(cls, v: Any, info: ValidationInfo) -> Any:
         if isinstance(v, str):
             import orjson
 
+            if not v.strip():  # an empty variable means "none", not a validation error
+                return [] if info.field_name == "history" else {}
             try:
-                return orjson.loads(v) if v.strip() else None
+                return orjson.loads(v)
             except orjson.JSONDecodeError as exc:
                 raise ValueError(f"not valid JSON ({exc})") from None
         return v

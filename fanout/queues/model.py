@@ -52,8 +52,15 @@ _ATTR_KEYS = frozenset(
         "fifo",
         "content_dedup",
         "max_depth",
+        "tags",
+        "aws",
     }
 )
+# Free-form string maps kept with a queue for the SQS API (gateway/aws): its tags,
+# and the SQS attributes Herald stores but does not act on (Policy, RedriveAllowPolicy).
+MAX_TAGS = 50
+MAX_AWS_ATTRS = 16
+MAX_AWS_VALUE = 20_480
 
 
 def validate_name(name: object) -> str:
@@ -105,6 +112,8 @@ class QueueAttrs:
     content_dedup: bool = False
     max_depth: int | None = None
     created_at: int = 0  # Unix ms
+    tags: dict[str, str] | None = None
+    aws: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,7 +171,25 @@ def merge_attrs(
             values[key] = value
         elif key == "dead_letter":
             values[key] = _dead_letter(name, value)
+        elif key == "tags":
+            values[key] = _string_map(value, key, MAX_TAGS, 128, 256)
+        elif key == "aws":
+            values[key] = _string_map(value, key, MAX_AWS_ATTRS, 64, MAX_AWS_VALUE)
     return QueueAttrs(**values)
+
+
+def _string_map(
+    value: object, field: str, max_items: int, max_key: int, max_value: int
+) -> dict[str, str] | None:
+    """A bounded map of strings; empty means none."""
+    if not isinstance(value, Mapping) or len(value) > max_items:
+        raise InvalidRequest(f"'{field}' must be an object of at most {max_items} strings")
+    for k, v in value.items():
+        if not isinstance(k, str) or not 0 < len(k) <= max_key:
+            raise InvalidRequest(f"'{field}' keys are strings of 1 to {max_key} characters")
+        if not isinstance(v, str) or len(v) > max_value:
+            raise InvalidRequest(f"'{field}' values are strings of at most {max_value} characters")
+    return dict(value) or None
 
 
 def _dead_letter(name: str, value: object) -> DeadLetter | None:

@@ -86,6 +86,11 @@ class RedisKeys:
         """A small global setting stored with the queues (e.g. history rules)."""
         return f"{self._global}:meta:{key}"
 
+    @property
+    def sns_topics(self) -> str:
+        """HASH name -> attributes JSON of the topics created through the SNS API."""
+        return f"{self._global}:sns_topics"
+
     def wake_channel(self, name: str) -> str:
         return f"{self.ns}:wake:{name}"
 

@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
 import orjson
@@ -555,3 +555,15 @@ class RedisQueueService(QueueService):
 
     async def _delete_subscription(self, sub_id: str) -> bool:
         return bool(await self._change_subscription("del", sub_id))
+
+    # ---- SNS topics ---------------------------------------------------------------------
+
+    async def _load_sns_topics(self) -> dict[str, dict[str, Any]]:
+        raw = await self._io(self._redis.hgetall(self.keys.sns_topics))
+        return {_text(k): orjson.loads(v) for k, v in raw.items()}
+
+    async def _save_sns_topic(self, name: str, attrs: Mapping[str, Any]) -> None:
+        await self._io(self._redis.hset(self.keys.sns_topics, name, orjson.dumps(attrs)))
+
+    async def _delete_sns_topic(self, name: str) -> bool:
+        return bool(await self._io(self._redis.hdel(self.keys.sns_topics, name)))

@@ -12,6 +12,7 @@ import abc
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import secrets
@@ -40,6 +41,7 @@ from fanout.queues.model import (
     split_receipt,
     validate_name,
 )
+from fanout.queues.sns_delivery import SnsMessage, sns_delivery
 from fanout.queues.webhook_policy import secret_hash, webhook_settings
 from shared.config import HistoryRule
 from shared.errors import (
@@ -77,10 +79,15 @@ class QueueSubscription:
     # confirmed, token. `queue` is then the internal `_webhook-<id>` queue that holds
     # the messages until they are delivered (durable on both engines).
     webhook: dict[str, Any] | None = None
+    # Set by the SNS API (gateway/aws): deliver the SNS envelope, see sns_delivery.
+    options: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The stored form (with the secret)."""
-        return asdict(self)
+        out = asdict(self)
+        if out["options"] is None:  # native subscriptions keep their documented shape
+            del out["options"]
+        return out
 
     def public(self) -> dict[str, Any]:
         """The API form: webhook fields flattened, the secret and token left out."""
@@ -97,6 +104,8 @@ class QueueSubscription:
             out |= {k: hook.get(k) for k in ("endpoint", "delivery_policy", "raw", "dead_letter")}
             out["status"] = "confirmed" if hook.get("confirmed", True) else "pending_confirmation"
             out["secret_hash"] = secret_hash(hook["secret"])
+        if self.options is not None:
+            out["options"] = self.options
         return out
 
 
@@ -364,9 +373,16 @@ class QueueService(abc.ABC):
     # ---- topic → queue subscriptions ------------------------------------------------
 
     async def create_subscription(
-        self, topic_pattern: str, queue: str, filter_policy: Mapping[str, Any] | None
+        self,
+        topic_pattern: str,
+        queue: str,
+        filter_policy: Mapping[str, Any] | None,
+        options: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Subscribe `queue` to topics matching `topic_pattern` (idempotent)."""
+        """Subscribe `queue` to topics matching `topic_pattern` (idempotent).
+
+        `options` (SNS API only) makes it deliver SNS envelopes, see `sns_delivery`.
+        """
         pattern = validate_pattern(topic_pattern)
         validate_name(queue)
         flt = compile_filter(filter_policy)
@@ -374,11 +390,23 @@ class QueueService(abc.ABC):
             raise QueueNotFound(f"queue {queue!r} does not exist", details={"queue": queue})
         self._install_subscriptions(await self._load_subscriptions())
         for sub, other in self._subs.values():
-            if sub.topic == pattern and sub.queue == queue and other.canonical == flt.canonical:
+            if (
+                sub.topic == pattern
+                and sub.queue == queue
+                and other.canonical == flt.canonical
+                and (sub.options is None) == (options is None)
+            ):
                 return sub.public()
         policy = dict(filter_policy) if filter_policy else None
+        # An SNS subscription and a native one on the same queue are two subscriptions.
+        target = queue if options is None else "sns:" + queue
         sub = QueueSubscription(
-            subscription_id(pattern, queue, flt.canonical), pattern, queue, policy, self.now_ms()
+            subscription_id(pattern, target, flt.canonical),
+            pattern,
+            queue,
+            policy,
+            self.now_ms(),
+            options=dict(options) if options is not None else None,
         )
         await self._save_subscription(sub)
         self._install_subscriptions(await self._load_subscriptions())
@@ -506,6 +534,30 @@ class QueueService(abc.ABC):
         self._install_subscriptions(subs)
         return [s.public() for s in sorted(subs, key=lambda s: (s.created_at, s.id))]
 
+    async def update_subscription(
+        self,
+        sub_id: str,
+        filter_policy: Mapping[str, Any] | None,
+        options: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        """Replace the filter policy and options of a subscription."""
+        compile_filter(filter_policy)
+        for sub in await self._load_subscriptions():
+            if sub.id == sub_id:
+                new = dataclasses.replace(
+                    sub,
+                    filter_policy=dict(filter_policy) if filter_policy else None,
+                    options=dict(options) if options is not None else None,
+                )
+                await self._save_subscription(new)  # an upsert in every store
+                self._install_subscriptions(await self._load_subscriptions())
+                return new.public()
+        raise NotFound(
+            f"subscription {sub_id!r} does not exist",
+            code="subscription_not_found",
+            details={"id": sub_id},
+        )
+
     async def delete_subscription(self, sub_id: str) -> None:
         sub = await self.get_subscription(sub_id)
         await self._delete_subscription(sub_id)
@@ -540,20 +592,43 @@ class QueueService(abc.ABC):
             return
         by_queue: dict[str, list[Entry]] = {}
         for msg in msgs:
-            queues: dict[str, None] = {}
+            # None: the native payload; else an SNS delivery (payload, group, dedup).
+            queues: dict[str, tuple[bytes, str | None, str | None] | None] = {}
+            sns: SnsMessage | None = None  # decoded on the first SNS subscription only
             for sid in self._sub_index.match(msg.topic):
                 sub, flt = self._subs[sid]
                 if sub.webhook is not None and not sub.webhook.get("confirmed", True):
                     continue  # SNS: a pending subscription receives nothing
-                if sub.queue not in queues and flt.matches(msg.attributes):
+                if sub.queue in queues:
+                    continue
+                if sub.options is not None:
+                    sns = sns or SnsMessage(msg)
+                    delivery = sns_delivery(sns, sub.options, flt)
+                    if delivery is not None:
+                        queues[sub.queue] = delivery
+                elif flt.matches(msg.attributes):
                     queues[sub.queue] = None
             if not queues:
                 continue
             payload = orjson.dumps(
                 {"body": orjson.Fragment(msg.envelope), "attributes": msg.attributes}
             )
-            for q in queues:
+            for q, delivery in queues.items():
                 fifo = is_fifo_name(q)
+                if delivery is not None:
+                    sns_payload, group, dedup = delivery
+                    by_queue.setdefault(q, []).append(
+                        Entry(
+                            new_message_id(),
+                            sns_payload,
+                            0,
+                            None,
+                            (group or msg.topic) if fifo else None,
+                            (dedup or msg.id) if fifo else None,
+                            None,
+                        )
+                    )
+                    continue
                 # FIFO queues keep topic order per topic, and drop a re-publish of the
                 # same message id within the dedup window.
                 by_queue.setdefault(q, []).append(
@@ -571,6 +646,20 @@ class QueueService(abc.ABC):
             for queue, err in await self._enqueue(by_queue):
                 self.fanout_refused[queue] = self.fanout_refused.get(queue, 0) + 1
                 log.warning("fanout to queue %s refused: %s", queue, err.code)
+
+    # ---- SNS topics ------------------------------------------------------------------
+    # Herald topics need no creation; the SNS API's CreateTopic/ListTopics do, so the
+    # store keeps a registry of those topics and their attributes.
+
+    async def sns_topics(self) -> dict[str, dict[str, Any]]:
+        """Topics created through the SNS API: name -> attributes."""
+        return await self._load_sns_topics()
+
+    async def put_sns_topic(self, name: str, attrs: Mapping[str, Any]) -> None:
+        await self._save_sns_topic(name, attrs)
+
+    async def delete_sns_topic(self, name: str) -> bool:
+        return await self._delete_sns_topic(name)
 
     # ---- the store's atomic steps --------------------------------------------------
 
@@ -648,3 +737,12 @@ class QueueService(abc.ABC):
 
     @abc.abstractmethod
     async def _delete_subscription(self, sub_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def _load_sns_topics(self) -> dict[str, dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def _save_sns_topic(self, name: str, attrs: Mapping[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    async def _delete_sns_topic(self, name: str) -> bool: ...

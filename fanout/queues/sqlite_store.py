@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sns_topics (name TEXT PRIMARY KEY, attrs TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS subscriptions (
     id TEXT PRIMARY KEY,
     topic TEXT NOT NULL,
@@ -167,9 +168,11 @@ class SqliteQueueService(QueueService):
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(_SCHEMA)
+            # Columns added after the first release, to stores written before them.
             cols = {r[1] for r in conn.execute("PRAGMA table_info(subscriptions)")}
-            if "webhook" not in cols:  # a store written before webhook subscriptions
-                conn.execute("ALTER TABLE subscriptions ADD COLUMN webhook TEXT")
+            for col in ("webhook", "options"):
+                if col not in cols:
+                    conn.execute(f"ALTER TABLE subscriptions ADD COLUMN {col} TEXT")
             self._conn = conn
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
@@ -585,7 +588,8 @@ class SqliteQueueService(QueueService):
     async def _load_subscriptions(self) -> list[QueueSubscription]:
         rows = await self._run(
             lambda c: c.execute(
-                "SELECT id, topic, queue, filter_policy, created_at, webhook FROM subscriptions"
+                "SELECT id, topic, queue, filter_policy, created_at, webhook, options"
+                " FROM subscriptions"
             ).fetchall(),
             write=False,
         )
@@ -597,6 +601,7 @@ class SqliteQueueService(QueueService):
                 orjson.loads(r[3]) if r[3] else None,
                 r[4],
                 orjson.loads(r[5]) if r[5] else None,
+                orjson.loads(r[6]) if r[6] else None,
             )
             for r in rows
         ]
@@ -616,14 +621,36 @@ class SqliteQueueService(QueueService):
     async def _save_subscription(self, sub: QueueSubscription) -> None:
         policy = orjson.dumps(sub.filter_policy).decode() if sub.filter_policy else None
         hook = orjson.dumps(sub.webhook).decode() if sub.webhook else None
+        options = orjson.dumps(sub.options).decode() if sub.options is not None else None
         await self._run(
             lambda c: c.execute(
-                "INSERT INTO subscriptions VALUES (?, ?, ?, ?, ?, ?)",
-                (sub.id, sub.topic, sub.queue, policy, sub.created_at, hook),
+                "INSERT OR REPLACE INTO subscriptions"
+                " (id, topic, queue, filter_policy, created_at, webhook, options)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (sub.id, sub.topic, sub.queue, policy, sub.created_at, hook, options),
             )
         )
 
     async def _delete_subscription(self, sub_id: str) -> bool:
         return await self._run(
             lambda c: c.execute("DELETE FROM subscriptions WHERE id = ?", (sub_id,)).rowcount > 0
+        )
+
+    # ---- SNS topics ---------------------------------------------------------------------
+
+    async def _load_sns_topics(self) -> dict[str, dict[str, Any]]:
+        rows = await self._run(
+            lambda c: c.execute("SELECT name, attrs FROM sns_topics").fetchall(), write=False
+        )
+        return {r[0]: orjson.loads(r[1]) for r in rows}
+
+    async def _save_sns_topic(self, name: str, attrs: Mapping[str, Any]) -> None:
+        raw = orjson.dumps(attrs).decode()
+        await self._run(
+            lambda c: c.execute("INSERT OR REPLACE INTO sns_topics VALUES (?, ?)", (name, raw))
+        )
+
+    async def _delete_sns_topic(self, name: str) -> bool:
+        return await self._run(
+            lambda c: c.execute("DELETE FROM sns_topics WHERE name = ?", (name,)).rowcount > 0
         )
