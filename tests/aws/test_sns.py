@@ -209,12 +209,12 @@ async def test_websocket_clients_see_sns_publishes(sns: Any, herald_aws: HeraldS
     assert msg["attributes"]["n"] == 7
 
 
-def test_http_subscriptions_are_refused_clearly(sns: Any) -> None:
+def test_unsupported_protocols_are_refused_clearly(sns: Any) -> None:
     arn = topic(sns)
     with pytest.raises(ClientError) as exc:
-        sns.subscribe(TopicArn=arn, Protocol="https", Endpoint="https://example.com/hook")
+        sns.subscribe(TopicArn=arn, Protocol="email", Endpoint="a@example.com")
     assert exc.value.response["Error"]["Code"] == "InvalidParameter"
-    assert "sqs" in exc.value.response["Error"]["Message"]
+    assert "'https'" in exc.value.response["Error"]["Message"]
 
 
 def test_native_api_shows_sns_subscriptions_and_sqs_tags(
