@@ -18,6 +18,7 @@ from fanout.node import Node
 from gateway.client_js import router as client_js_router
 from gateway.commands import HANDLERS
 from gateway.edge import Edge
+from gateway.fastpath import PublishFastPath
 from gateway.http_api import router
 from gateway.responses import JSONBytes
 from shared.config import Settings
@@ -146,6 +147,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pass
     else:
         app.include_router(queues_router)
+    # Added before BodyLimit, so it runs inside it: the body limit applies to it too.
+    app.add_middleware(PublishFastPath)
     # A batch of 500 messages at the size limit, plus JSON overhead.
     limit = max(settings.max_message_bytes * 501, 4 << 20)
     app.add_middleware(BodyLimit, limit=limit)

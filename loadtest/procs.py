@@ -246,6 +246,7 @@ class HeraldServer(_Process):
     ready_path: str = "/healthz"
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    cwd: Path = ROOT  # another checkout runs its own code (benchmarks: before/after)
 
     @property
     def http(self) -> str:
@@ -274,6 +275,7 @@ class HeraldServer(_Process):
                 env,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
+                cwd=self.cwd,
             )
         wait_port(self.port, timeout, proc=self.proc)
         deadline = time.monotonic() + timeout

@@ -24,7 +24,7 @@ Phases (each server in turn, so machine noise hits all of them alike):
   e2e         send batch -> receive -> ack of 100 messages, per worker, in a loop
 
 Run: python -m loadtest.bench.ingest [--seconds 5] [--rounds 1] [--only publish,batch]
-     [--servers floor,memory,redis] [--json out.json]
+     [--servers floor,memory,redis] [--json out.json] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -133,21 +133,25 @@ def start_floor(tmp: Path) -> Target:
     return Target("floor", port, proc.pid, queues=False, ws=False)
 
 
-def start_herald(engine: str, tmp: Path) -> Target:
+def start_herald(engine: str, tmp: Path, checkout: Path | None = None) -> Target:
+    """`herald serve` on `engine`; from another `checkout` (e.g. main) when given."""
+    name = engine if checkout is None else f"{engine}@base"
     env = {"HERALD_ENGINE": engine, "HERALD_PING_INTERVAL": "3600"}
     redis_pid = None
     if engine == "redis":
-        redis = RedisServer(cpu=SERVER_CPU, dir=tmp / "redis").start()
+        redis = RedisServer(cpu=SERVER_CPU, dir=tmp / f"redis-{name}").start()
         env["HERALD_REDIS_URL"] = redis.url
         redis_pid = redis.pid
     unset = ("HERALD_JWT_SECRET", "HERALD_JWT_PUBLIC_KEY", "HERALD_API_KEYS", "HERALD_HISTORY")
-    (tmp / f"herald-{engine}").mkdir()
-    srv = HeraldServer(
-        env=env, data_dir=tmp / f"herald-{engine}", cpu=SERVER_CPU, unset=unset
-    ).start()
+    data_dir = tmp / f"herald-{name}"
+    data_dir.mkdir()
+    srv = HeraldServer(env=env, data_dir=data_dir, cpu=SERVER_CPU, unset=unset)
+    if checkout is not None:
+        srv.cwd = checkout
+    srv.start()
     r = httpx.put(f"{srv.http}/v1/queues/{QUEUE}", json={}, timeout=10)
     r.raise_for_status()
-    return Target(engine, srv.port, srv.pid, redis_pid)
+    return Target(name, srv.port, srv.pid, redis_pid)
 
 
 # ---- load ----------------------------------------------------------------------------------
@@ -370,6 +374,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default="", help="comma-separated phases")
     p.add_argument("--servers", default="floor,memory,redis")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout (e.g. `git archive main`): its Herald runs too, as <engine>@base",
+    )
     args = p.parse_args(argv)
     wrk = ensure_wrk()
     phases = [ph for ph in PHASES if not args.only or ph.name in args.only.split(",")]
@@ -379,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
         starters = {"floor": start_floor, "memory": lambda d: start_herald("memory", d)}
         starters["redis"] = lambda d: start_herald("redis", d)
         targets = [starters[name](tmp) for name in args.servers.split(",")]
+        if args.baseline is not None:
+            base = args.baseline.resolve()
+            engines = [n for n in args.servers.split(",") if n != "floor"]
+            targets += [start_herald(engine, tmp, base) for engine in engines]
         log(f"servers: {[(t.name, t.pid, t.redis_pid) for t in targets]}")
         for _ in range(args.rounds):
             for ph in phases:

@@ -1,0 +1,121 @@
+"""The publish fast path (gateway/fastpath.py) answers exactly as the FastAPI routes do.
+
+Each request goes to two apps built alike, one with the fast path and one without it:
+status, body and content type must match, for plain publishes (served by the fast path)
+and for everything it hands to FastAPI or to the `HeraldError` handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+
+from fanout.memory import MemoryBackplane
+from fanout.node import Node
+from gateway import fastpath
+from gateway.app import create_app
+from gateway.fastpath import PublishFastPath
+from shared.config import Settings
+
+KEY = "k-fast"
+JSON = {"content-type": "application/json"}
+AUTH = {**JSON, "authorization": f"Bearer {KEY}"}
+
+
+async def _client(fast: bool, settings: Settings) -> tuple[httpx.AsyncClient, Node]:
+    app: FastAPI = create_app(settings)
+    if not fast:
+        app.user_middleware = [m for m in app.user_middleware if m.cls is not PublishFastPath]
+    node = Node(settings, MemoryBackplane())
+    await node.start()
+    app.state.node = node
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://herald"), node
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[list[httpx.AsyncClient]]:
+    settings = Settings(api_keys=[KEY], data_dir="/nonexistent")
+    made = [await _client(fast, settings) for fast in (True, False)]
+    yield [c for c, _ in made]
+    for client, node in made:
+        await client.aclose()
+        await node.stop()
+
+
+MSG = {"topic": "game.1", "data": {"home": 2}, "id": "m1"}
+CASES: list[tuple[str, dict[str, str], bytes]] = [
+    ("/v1/publish", AUTH, orjson.dumps(MSG)),
+    ("/v1/publish", AUTH, orjson.dumps({**MSG, "attributes": {"a": "x", "n": 1.5}})),
+    ("/v1/publish", AUTH, orjson.dumps({**MSG, "extra": 1})),
+    ("/v1/publish", AUTH, orjson.dumps({**MSG, "attributes": {"a": {"deep": 1}}})),
+    ("/v1/publish", AUTH, orjson.dumps({**MSG, "topic": 7})),
+    ("/v1/publish", AUTH, orjson.dumps({**MSG, "topic": "a..b"})),
+    ("/v1/publish", AUTH, orjson.dumps({**MSG, "id": 5})),
+    ("/v1/publish", AUTH, orjson.dumps([MSG])),
+    ("/v1/publish", AUTH, b'{"topic": "game.1", "data": NaN, "id": "m1"}'),
+    ("/v1/publish", AUTH, b'{"topic": "game.1", "data": "\\ud800", "id": "m1"}'),
+    ("/v1/publish", AUTH, b'{"topic": "game.1"'),
+    ("/v1/publish", AUTH, b""),
+    ("/v1/publish", {**AUTH, "content-type": "text/plain"}, orjson.dumps(MSG)),
+    ("/v1/publish", JSON, orjson.dumps(MSG)),
+    ("/v1/publish", {**JSON, "authorization": "Bearer nope"}, orjson.dumps(MSG)),
+    (
+        "/v1/publish/batch",
+        AUTH,
+        orjson.dumps({"messages": [MSG, {**MSG, "id": "m2", "topic": "a..b"}, 3]}),
+    ),
+    ("/v1/publish/batch", AUTH, orjson.dumps({"messages": [MSG] * 501})),
+    ("/v1/publish/batch", AUTH, orjson.dumps({"messages": MSG})),
+    ("/v1/publish/batch", AUTH, orjson.dumps({"messages": [], "other": 1})),
+    ("/v1/publish/batch", JSON, orjson.dumps({"messages": [MSG]})),
+]
+
+
+def _seen(r: httpx.Response) -> tuple[int, str | None, Any]:
+    return r.status_code, r.headers.get("content-type"), r.json() if r.content else None
+
+
+@pytest.mark.parametrize(("path", "headers", "body"), CASES)
+async def test_same_reply_with_and_without_the_fast_path(
+    pair: list[httpx.AsyncClient], path: str, headers: dict[str, str], body: bytes
+) -> None:
+    fast, slow = pair
+    got = _seen(await fast.post(path, content=body, headers=headers))
+    want = _seen(await slow.post(path, content=body, headers=headers))
+    assert got == want
+    assert got[0] != 500
+
+
+async def test_a_body_over_the_limit_is_413_on_the_fast_path(
+    pair: list[httpx.AsyncClient],
+) -> None:
+    fast, _ = pair
+    limit = max(Settings().max_message_bytes * 501, 4 << 20)  # as in create_app
+    big = orjson.dumps({**MSG, "data": "x" * limit})
+    r = await fast.post("/v1/publish", content=big, headers=AUTH)
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_plain_publishes_do_not_reach_fastapi(
+    pair: list[httpx.AsyncClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The point of the module: FastAPI's handler is not run for the plain case."""
+    fast, _ = pair
+    calls: list[str] = []
+    real = fastpath._replay
+    monkeypatch.setattr(fastpath, "_replay", lambda *a: calls.append("fallback") or real(*a))
+    r = await fast.post("/v1/publish", content=orjson.dumps(MSG), headers=AUTH)
+    assert r.status_code == 202
+    batch = orjson.dumps({"messages": [MSG]})
+    assert (await fast.post("/v1/publish/batch", content=batch, headers=AUTH)).status_code == 202
+    assert calls == []
+    r = await fast.post("/v1/publish", content=orjson.dumps({**MSG, "x": 1}), headers=AUTH)
+    assert r.status_code == 202
+    assert calls == ["fallback"]
