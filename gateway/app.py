@@ -147,9 +147,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pass
     else:
         app.include_router(queues_router)
-    # Added before BodyLimit, so it runs inside it: the body limit applies to it too.
-    app.add_middleware(PublishFastPath)
-    # A batch of 500 messages at the size limit, plus JSON overhead.
-    limit = max(settings.max_message_bytes * 501, 4 << 20)
-    app.add_middleware(BodyLimit, limit=limit)
+    app.add_middleware(BodyLimit, limit=body_limit(settings))
     return app
+
+
+def body_limit(settings: Settings) -> int:
+    """The largest request body: a batch of 500 messages at the size limit, plus JSON."""
+    return max(settings.max_message_bytes * 501, 4 << 20)
+
+
+def create_asgi_app(settings: Settings | None = None) -> ASGIApp:
+    """What uvicorn serves: the FastAPI app behind the publish fast path."""
+    settings = settings or Settings()
+    return PublishFastPath(create_app(settings), body_limit(settings))

@@ -1,8 +1,9 @@
-"""The publish fast path: `POST /v1/publish` and `/v1/publish/batch` without FastAPI's routing.
+"""The publish fast path: `POST /v1/publish` and `/v1/publish/batch` without FastAPI.
 
 Measured (docs/BENCHMARKS.md, "Ingest"): a FastAPI route that only reads its body costs
-about five times a raw ASGI app under the same uvicorn, before Herald does any work, so
-the publish routes could not come near the floor through FastAPI. This ASGI middleware
+about five times a raw ASGI app under the same uvicorn, before Herald does any work, and
+FastAPI's middleware stack alone a tenth of a fast publish, so the publish routes could
+not come near the floor through FastAPI. This ASGI app, in front of the FastAPI app,
 answers them itself when the request is the plain, valid case, and hands everything
 else to FastAPI, which stays the one place that words validation errors:
 
@@ -13,23 +14,27 @@ else to FastAPI, which stays the one place that words validation errors:
   rendered by the app's own `HeraldError` handler, so the reply is the same.
 
 The FastAPI routes keep documenting these paths in OpenAPI and serve every fallback.
-It sits inside `BodyLimit`, so the body limit applies before a byte is parsed.
+A chunked body or one over the body limit goes to FastAPI unread (`BodyLimit`: 413).
+Middleware added to the FastAPI app does not see the requests served here.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from fanout.backplane import PublishOutcome
 from shared.auth import bearer
-from shared.errors import HeraldError
+from shared.errors import HeraldError, PayloadTooLarge
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from fanout.node import Node
 
 MAX_BATCH = 500  # as BatchIn in gateway/http_api.py
@@ -108,10 +113,11 @@ def _is_json(content_type: bytes) -> bool:
 
 
 class PublishFastPath:
-    """ASGI middleware: the publish routes' plain case, answered without FastAPI."""
+    """ASGI app in front of Herald's FastAPI app: the publish routes' plain case."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: FastAPI, body_limit: int) -> None:
         self.app = app
+        self.body_limit = body_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = ROUTES.get(scope["path"]) if scope["type"] == "http" else None
@@ -120,21 +126,29 @@ class PublishFastPath:
             return
         authorization: str | None = None
         json_body = False
+        length = -1
         for name, value in scope["headers"]:
             if name == b"content-type":
                 json_body = _is_json(value)
+            elif name == b"content-length":
+                length = int(value) if value.isdigit() else -1
             elif name == b"authorization":
                 authorization = value.decode("latin-1")
-        if not json_body:
+        # Chunked or too large: BodyLimit in the FastAPI app answers (413).
+        if not json_body or not 0 <= length <= self.body_limit:
             await self.app(scope, receive, send)
             return
-        raw = await _read_body(receive)
+        raw = await _read_body(receive, length)
         try:
-            reply = await handler(scope["app"].state.node, orjson.loads(raw), authorization)
+            reply = await handler(self.app.state.node, orjson.loads(raw), authorization)
         except orjson.JSONDecodeError:
             reply = None
         except HeraldError as exc:
-            await self._error(scope, receive, send, exc)
+            # The app's own handler, so the reply is the one FastAPI would give.
+            response = self.app.exception_handlers[HeraldError](Request(scope, receive), exc)
+            if inspect.isawaitable(response):
+                response = await response
+            await response(scope, receive, send)
             return
         if reply is None:
             await self.app(scope, _replay(raw, receive), send)
@@ -142,17 +156,18 @@ class PublishFastPath:
         await send(_start(202, len(reply)))
         await send({"type": "http.response.body", "body": reply})
 
-    async def _error(self, scope: Scope, receive: Receive, send: Send, exc: HeraldError) -> None:
-        handler = scope["app"].exception_handlers[HeraldError]
-        response = await handler(Request(scope, receive), exc)
-        await response(scope, receive, send)
 
-
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive, length: int) -> bytes:
+    """The body, at most `length` bytes (its Content-Length, which the parser enforces)."""
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > length:  # never from httptools; a bound for any other server
+            raise PayloadTooLarge("body longer than its Content-Length")
+        chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -1,6 +1,7 @@
 """The publish fast path (gateway/fastpath.py) answers exactly as the FastAPI routes do.
 
-Each request goes to two apps built alike, one with the fast path and one without it:
+Each request goes to the app as uvicorn serves it (the fast path in front of FastAPI, as
+`create_asgi_app` builds it) and to the FastAPI app alone, on nodes built alike:
 status, body and content type must match, for plain publishes (served by the fast path)
 and for everything it hands to FastAPI or to the `HeraldError` handler.
 """
@@ -18,7 +19,7 @@ from fastapi import FastAPI
 from fanout.memory import MemoryBackplane
 from fanout.node import Node
 from gateway import fastpath
-from gateway.app import create_app
+from gateway.app import body_limit, create_app
 from gateway.fastpath import PublishFastPath
 from shared.config import Settings
 
@@ -29,12 +30,11 @@ AUTH = {**JSON, "authorization": f"Bearer {KEY}"}
 
 async def _client(fast: bool, settings: Settings) -> tuple[httpx.AsyncClient, Node]:
     app: FastAPI = create_app(settings)
-    if not fast:
-        app.user_middleware = [m for m in app.user_middleware if m.cls is not PublishFastPath]
     node = Node(settings, MemoryBackplane())
     await node.start()
     app.state.node = node
-    transport = httpx.ASGITransport(app=app)
+    served = PublishFastPath(app, body_limit(settings)) if fast else app
+    transport = httpx.ASGITransport(app=served)
     return httpx.AsyncClient(transport=transport, base_url="http://herald"), node
 
 
@@ -96,8 +96,7 @@ async def test_a_body_over_the_limit_is_413_on_the_fast_path(
     pair: list[httpx.AsyncClient],
 ) -> None:
     fast, _ = pair
-    limit = max(Settings().max_message_bytes * 501, 4 << 20)  # as in create_app
-    big = orjson.dumps({**MSG, "data": "x" * limit})
+    big = orjson.dumps({**MSG, "data": "x" * body_limit(Settings())})
     r = await fast.post("/v1/publish", content=big, headers=AUTH)
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "payload_too_large"
