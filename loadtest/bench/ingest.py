@@ -55,6 +55,7 @@ from loadtest.procs import (
     RedisServer,
     free_port,
     log,
+    raise_nofile,
     spawn,
     stop_all,
     stop_pid,
@@ -370,6 +371,54 @@ def client_main(argv: list[str]) -> int:
     return 0
 
 
+# ---- the fanout latency scenario, publishes included ---------------------------------------
+
+
+def fanout_latency(subs: int, topics: int, rate: float, seconds: float, tmp: Path) -> str:
+    """Issue 5's scenario (b) on the floor and both engines, one after the other.
+
+    `subs` WebSocket subscribers over `topics` topics, `rate` HTTP publishes per second:
+    per publish, Herald parses the request and fans out, the floor only fans out.
+    """
+    from loadtest.bench import load, scenarios, servers
+
+    raise_nofile()
+    redis = servers.start_redis()
+    sc = scenarios.Scale(lat_subs=subs, lat_topics=topics, lat_rate=rate, lat_seconds=seconds)
+    makers: dict[str, Callable[[], servers.Srv]] = {
+        "floor": servers.FloorSrv,
+        "memory": lambda: servers.HeraldSrv("memory", None, str(tmp / "lat-memory")),
+        "redis": lambda: servers.HeraldSrv("redis", redis.url, str(tmp / "lat-redis")),
+    }
+    rows = [
+        f"{subs:,} subscribers, {topics} topics, {rate:g} publishes/s for {seconds:g} s",
+        "",
+        "| server | server CPU % | × floor | p50 ms | p99 ms | max ms | delivered |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    floor_cpu = None
+    for name, make in makers.items():
+        (tmp / f"lat-{name}").mkdir(exist_ok=True)
+        srv = make()
+        try:
+            r = scenarios.latency(srv, sc, load.sources_for(subs))
+        finally:
+            srv.stop()
+        log(f"fanout latency {name}: {r}")
+        if "error" in r:
+            rows.append(f"| {name} | {r['error']} |")
+            continue
+        cpu = r["server_cpu_pct"]
+        floor_cpu = cpu if name == "floor" else floor_cpu
+        ratio = f"{cpu / floor_cpu:.2f}" if floor_cpu and name != "floor" else ""
+        rows.append(
+            f"| {name} | {cpu:g} | {ratio} | {r.get('p50_ms')} | {r.get('p99_ms')} "
+            f"| {r.get('max_ms')} | {r['delivery_ratio']:.4f} |"
+        )
+    redis.stop()
+    return "\n".join(rows)
+
+
 # ---- report --------------------------------------------------------------------------------
 
 
@@ -415,12 +464,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--servers", default="floor,memory,redis")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument(
+        "--fanout",
+        default="",
+        metavar="SUBS,TOPICS,RATE,SECONDS",
+        help="run only the fanout latency scenario, e.g. 2000,100,200,5 or 10000,100,1000,10",
+    )
+    p.add_argument(
         "--baseline",
         type=Path,
         default=None,
         help="another checkout (e.g. `git archive main`): its Herald runs too, as <engine>@base",
     )
     args = p.parse_args(argv)
+    if args.fanout:
+        subs, topics, rate, seconds = args.fanout.split(",")
+        tmp = Path(tempfile.mkdtemp(prefix="herald-ingest-"))
+        try:
+            print(fanout_latency(int(subs), int(topics), float(rate), float(seconds), tmp))
+        finally:
+            stop_all()
+        return 0
     wrk = ensure_wrk()
     phases = [ph for ph in PHASES if not args.only or ph.name in args.only.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="herald-ingest-"))
