@@ -101,8 +101,11 @@ class SubscriptionIndex(Generic[T]):
         exact = self._exact.get(topic)
         if exact:
             found.update(exact)
-        if self._root.children:
-            self._walk(self._root, topic.split("."), 0, found)
+        root = self._root
+        # A bare `>` sits on the root's tail, so an index with no other wildcard
+        # must still walk (issue 9: `subscribe {"topic": ">"}` received nothing).
+        if root.children or root.tail:
+            self._walk(root, topic.split("."), 0, found)
         result = list(found)
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()

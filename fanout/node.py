@@ -23,6 +23,7 @@ from shared.auth import Authenticator, Principal
 from shared.config import Settings
 from shared.errors import HeraldError, InvalidRequest, PayloadTooLarge
 from shared.filters import compile_filter
+from shared.jsonvalue import check_fields
 from shared.topics import is_wildcard, validate_pattern, validate_topic
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ log = logging.getLogger("herald.node")
 
 MAX_ID_LEN = 128
 MAX_HISTORY_LIMIT = 10_000
+# Offsets are exact in every client's JSON numbers (JavaScript's too) up to 2**53 - 1;
+# a larger `since` can only be a mistake, and Redis would refuse it as a 503.
+MAX_OFFSET = 2**53 - 1
 
 
 @dataclass(slots=True)
@@ -159,6 +163,7 @@ class Node:
         """Validate one publish input (SPEC §2) and encode its envelope once."""
         if not isinstance(entry, Mapping):
             raise InvalidRequest("a message must be a JSON object")
+        check_fields(entry)  # encodable, finite, at most MAX_DEPTH deep: deliverable
         topic = validate_topic(entry.get("topic"))
         principal.check_publish(topic)
         attributes = entry.get("attributes") or {}
@@ -257,6 +262,7 @@ class Node:
         `Hub.finish_catch_up` then drops what both carried. Without `since`, only
         the current epoch and offset are read (so the client can resume later).
         """
+        _check_since(since)
         if is_wildcard(shape.pattern) or shape.mode == "latest":
             # Offsets are per topic, and conflation cannot be gap-free (LESSONS).
             raise InvalidRequest("'since' needs a concrete topic and mode 'all'")
@@ -279,6 +285,7 @@ class Node:
 
     async def history(self, topic: str, since: int | None, limit: int) -> HistoryPage:
         validate_topic(topic)
+        _check_since(since)
         if not 1 <= limit <= MAX_HISTORY_LIMIT:
             raise InvalidRequest(f"'limit' must be 1-{MAX_HISTORY_LIMIT}")
         rule = self.settings.history_rule(topic)
@@ -305,6 +312,13 @@ class Node:
             "lagged_notices": s.lagged_notices,
             "backplane": self.backplane.stats(),
         }
+
+
+def _check_since(since: object) -> None:
+    if since is not None and (
+        isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= MAX_OFFSET
+    ):
+        raise InvalidRequest(f"'since' must be an integer offset from 0 to {MAX_OFFSET}")
 
 
 def _check_attributes(attributes: object) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,7 +23,8 @@ from gateway.fastpath import PublishFastPath
 from gateway.http_api import router
 from gateway.responses import JSONBytes
 from shared.config import Settings
-from shared.errors import HeraldError, PayloadTooLarge
+from shared.errors import HeraldError, PayloadTooLarge, RateLimited
+from shared.jsonvalue import json_safe
 
 log = logging.getLogger("herald")
 
@@ -52,7 +54,10 @@ def _error(status: int, code: str, message: str, details: Any = None) -> JSONByt
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
-    return JSONBytes({"error": body}, status_code=status)
+    try:
+        return JSONBytes({"error": body}, status_code=status)
+    except TypeError:  # the error echoes input orjson cannot encode (a lone surrogate)
+        return JSONBytes({"error": json_safe(body)}, status_code=status)
 
 
 class BodyLimit:
@@ -73,16 +78,36 @@ class BodyLimit:
                 )
                 return
         seen = 0
+        refused = started = False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
+                refused = True
                 raise PayloadTooLarge(f"body over {self.limit} bytes")
             return message
 
-        await self.app(scope, limited, send)
+        async def send_unless_refused(message: Message) -> None:
+            # A chunked body is found too large only while it is read, and whatever
+            # the app answers then (FastAPI: 400 "error parsing the body") gives way
+            # to our 413.
+            nonlocal started
+            if refused and not started:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, send_unless_refused)
+        except PayloadTooLarge:
+            if not refused:
+                raise
+        if refused and not started:
+            await _error(413, "payload_too_large", f"body over {self.limit} bytes")(
+                scope, receive, send
+            )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -121,6 +146,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(HeraldError)
     async def herald_error(request: Request, exc: HeraldError) -> JSONBytes:
         headers = {"Retry-After": "1"} if exc.status == 503 else None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(max(1, math.ceil(exc.details["retry_after_s"])))}
         response = _error(exc.status, exc.code, exc.message, exc.details)
         if headers:
             response.headers.update(headers)

@@ -13,7 +13,7 @@ from fanout.hub import Shape
 from fanout.message import Message
 from gateway.edge import Handler
 from gateway.wsproto import HeraldWebSocket
-from shared.errors import Forbidden, InvalidRequest, ReceiptInvalid
+from shared.errors import Forbidden, HeraldError, InvalidRequest, ReceiptInvalid
 from shared.topics import is_wildcard
 
 MAX_PREFETCH = 1000
@@ -159,10 +159,23 @@ def consume(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
     def send_job(job: dict[str, Any]) -> None:
         conn.send(job)
 
+    # Registered before the first await, so a second `consume` of the queue sent
+    # right behind this one is refused instead of starting an orphan (issue 9).
+    def on_end(exc: HeraldError) -> None:  # the queue was deleted
+        if consumers.get(queue) is consumer:
+            del consumers[queue]
+        conn.send_error(cmd.get("id"), exc)
+
+    consumer = QueueConsumer(service, queue, prefetch, vt, send_job, on_end)
+    consumers[queue] = consumer
+
     async def run() -> None:
-        consumer = QueueConsumer(service, queue, prefetch, vt, send_job)
-        await consumer.start()  # queue_not_found before we say "consuming"
-        consumers[queue] = consumer
+        try:
+            await consumer.start()  # queue_not_found before we say "consuming"
+        except BaseException:
+            if consumers.get(queue) is consumer:
+                del consumers[queue]
+            raise
         # Synchronous after start(): the reply goes out before the first job.
         _reply(conn, cmd, "consuming", queue=queue)
 

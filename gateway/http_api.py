@@ -5,17 +5,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from fanout.backplane import PublishOutcome
-from fanout.node import Node
+from fanout.node import MAX_OFFSET, Node
+from gateway.bodies import StrictJSONRoute
 from gateway.deps import get_node, get_principal
 from gateway.metrics import render_metrics
+from gateway.publish_limit import check_publish_rate
 from gateway.responses import JSONBytes
 from shared.auth import Principal
 from shared.errors import HeraldError
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJSONRoute)
 
 MAX_BATCH = 500
 Scalar = str | int | float | bool
@@ -23,6 +25,9 @@ Scalar = str | int | float | bool
 
 class PublishIn(BaseModel):
     """One message (SPEC §2). `id` makes the publish idempotent for 5 minutes."""
+
+    # Strict: "30" and true are not numbers, as on the WebSocket (issue 9).
+    model_config = ConfigDict(strict=True)
 
     topic: str = Field(examples=["game.12345.score"])
     data: Any = Field(default=None, examples=[{"home": 2, "away": 1}])
@@ -36,6 +41,7 @@ class PublishOut(BaseModel):
 
 
 class BatchIn(BaseModel):
+    model_config = ConfigDict(strict=True)
     # Entries stay loosely typed so that one bad entry is reported on its own
     # instead of failing the whole batch in validation.
     messages: list[Any] = Field(max_length=MAX_BATCH)
@@ -59,8 +65,11 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 @router.post("/v1/publish", status_code=202, response_model=PublishOut, tags=["topics"])
-async def publish(body: PublishIn, node: NodeDep, principal: PrincipalDep) -> JSONBytes:
+async def publish(
+    request: Request, body: PublishIn, node: NodeDep, principal: PrincipalDep
+) -> JSONBytes:
     """Publish one message to a topic."""
+    check_publish_rate(request, node, principal, 1)
     (outcome,) = await node.publish([body.model_dump(exclude_unset=True)], principal)
     if isinstance(outcome, HeraldError):
         raise outcome
@@ -68,8 +77,11 @@ async def publish(body: PublishIn, node: NodeDep, principal: PrincipalDep) -> JS
 
 
 @router.post("/v1/publish/batch", status_code=202, response_model=BatchOut, tags=["topics"])
-async def publish_batch(body: BatchIn, node: NodeDep, principal: PrincipalDep) -> JSONBytes:
+async def publish_batch(
+    request: Request, body: BatchIn, node: NodeDep, principal: PrincipalDep
+) -> JSONBytes:
     """Publish up to 500 messages; each entry gets its own result or error."""
+    check_publish_rate(request, node, principal, len(body.messages))
     outcomes = await node.publish(body.messages, principal)
     return JSONBytes({"results": [_result(o) for o in outcomes]}, status_code=202)
 
@@ -79,7 +91,7 @@ async def history(
     topic: str,
     node: NodeDep,
     principal: PrincipalDep,
-    since: Annotated[int | None, Query(ge=0)] = None,
+    since: Annotated[int | None, Query(ge=0, le=MAX_OFFSET)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> Response:
     """Messages kept for a history-enabled topic, after offset `since`."""

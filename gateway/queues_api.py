@@ -13,11 +13,29 @@ from fastapi import APIRouter, Body, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from fanout.queues import QueueService
+from fanout.queues.model import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_RETENTION_S,
+    DEFAULT_VISIBILITY_S,
+    MAX_BATCH,
+    MAX_DELAY_S,
+    MAX_DEPTH_LIMIT,
+    MAX_MESSAGE_BYTES,
+    MAX_PRIORITY,
+    MAX_RECEIVE_COUNT,
+    MAX_RETENTION_S,
+    MAX_TOKEN_CHARS,
+    MAX_VISIBILITY_S,
+    MAX_WAIT_S,
+    MIN_MESSAGE_BYTES,
+    MIN_RETENTION_S,
+)
+from gateway.bodies import StrictJSONRoute
 from gateway.deps import get_node, require_admin
 from gateway.responses import JSONBytes
 from shared.errors import BackplaneUnavailable
 
-router = APIRouter(dependencies=[Depends(require_admin)])
+router = APIRouter(dependencies=[Depends(require_admin)], route_class=StrictJSONRoute)
 
 Scalar = str | int | float | bool
 AttributeValue = Scalar | list[Scalar]
@@ -35,25 +53,40 @@ Queues = Annotated[QueueService, Depends(queues)]
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: "30" and true are not numbers, as on the WebSocket (issue 9).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class DeadLetterIn(_In):
     queue: str = Field(description="dead-letter queue (same kind: fifo or standard)")
-    max_receive_count: int = Field(ge=1, le=1000)
+    max_receive_count: int = Field(ge=1, le=MAX_RECEIVE_COUNT)
 
 
 class QueueAttributesIn(_In):
     """Attributes to set; omitted ones keep their value (defaults on create)."""
 
-    visibility_timeout: float | None = Field(None, ge=0, le=43_200, description="s, default 30")
-    delay: float | None = Field(None, ge=0, le=900, description="s, default 0")
-    retention: float | None = Field(None, ge=60, le=1_209_600, description="s, default 345600")
-    max_message_bytes: int | None = Field(None, ge=1024, le=1_048_576, description="default 262144")
+    visibility_timeout: float | None = Field(
+        None, ge=0, le=MAX_VISIBILITY_S, description=f"s, default {DEFAULT_VISIBILITY_S}"
+    )
+    delay: float | None = Field(None, ge=0, le=MAX_DELAY_S, description="s, default 0")
+    retention: float | None = Field(
+        None,
+        ge=MIN_RETENTION_S,
+        le=MAX_RETENTION_S,
+        description=f"s, default {DEFAULT_RETENTION_S}",
+    )
+    max_message_bytes: int | None = Field(
+        None,
+        ge=MIN_MESSAGE_BYTES,
+        le=MAX_MESSAGE_BYTES,
+        description=f"default {DEFAULT_MAX_MESSAGE_BYTES}",
+    )
     dead_letter: DeadLetterIn | None = Field(None, description="null removes it")
     fifo: bool | None = Field(None, description="must match the '.fifo' name suffix")
     content_dedup: bool | None = Field(None, description="fifo only: dedup by SHA-256 of body")
-    max_depth: int | None = Field(None, ge=1, description="sends answer 503 queue_full at this")
+    max_depth: int | None = Field(
+        None, ge=1, le=MAX_DEPTH_LIMIT, description="sends answer 503 queue_full at this"
+    )
 
 
 class QueueInfo(BaseModel):
@@ -84,10 +117,18 @@ class QueueList(BaseModel):
 class SendIn(_In):
     body: Any = Field(description="any JSON value")
     attributes: dict[str, AttributeValue] | None = None
-    delay: float | None = Field(None, ge=0, le=900, description="s; default: the queue's delay")
-    priority: int | None = Field(None, ge=0, le=9, description="higher first (standard queues)")
-    dedup_id: str | None = Field(None, min_length=1, max_length=128, description="5 min window")
-    group_id: str | None = Field(None, min_length=1, max_length=128, description="fifo: required")
+    delay: float | None = Field(
+        None, ge=0, le=MAX_DELAY_S, description="s; default: the queue's delay"
+    )
+    priority: int | None = Field(
+        None, ge=0, le=MAX_PRIORITY, description="higher first (standard queues)"
+    )
+    dedup_id: str | None = Field(
+        None, min_length=1, max_length=MAX_TOKEN_CHARS, description="5 min window"
+    )
+    group_id: str | None = Field(
+        None, min_length=1, max_length=MAX_TOKEN_CHARS, description="fifo: required"
+    )
 
 
 class SendOut(BaseModel):
@@ -96,7 +137,7 @@ class SendOut(BaseModel):
 
 class BatchIn(_In):
     entries: list[dict[str, Any]] = Field(
-        min_length=1, max_length=100, description="each entry as for a single send"
+        min_length=1, max_length=MAX_BATCH, description="each entry as for a single send"
     )
 
 
@@ -105,9 +146,9 @@ class Results(BaseModel):
 
 
 class ReceiveIn(_In):
-    max: int = Field(1, ge=1, le=100)
-    wait: float = Field(0, ge=0, le=20, description="long poll, s")
-    visibility_timeout: float | None = Field(None, ge=0, le=43_200)
+    max: int = Field(1, ge=1, le=MAX_BATCH)
+    wait: float = Field(0, ge=0, le=MAX_WAIT_S, description="long poll, s")
+    visibility_timeout: float | None = Field(None, ge=0, le=MAX_VISIBILITY_S)
 
 
 class ReceivedMessage(BaseModel):
@@ -125,17 +166,17 @@ class ReceiveOut(BaseModel):
 
 
 class AckIn(_In):
-    receipts: list[str] = Field(min_length=1, max_length=100)
+    receipts: list[str] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class NackIn(_In):
     receipt: str
-    delay: float = Field(0, ge=0, le=43_200, description="s until visible again")
+    delay: float = Field(0, ge=0, le=MAX_VISIBILITY_S, description="s until visible again")
 
 
 class VisibilityIn(_In):
     receipt: str
-    timeout: float = Field(ge=0, le=43_200, description="s from now; 0 releases at once")
+    timeout: float = Field(ge=0, le=MAX_VISIBILITY_S, description="s from now; 0 releases at once")
 
 
 class Ok(BaseModel):
@@ -182,7 +223,7 @@ async def put_queue(
 
 @router.get("/v1/queues", response_model=QueueList, tags=["queues"])
 async def list_queues(svc: Queues) -> dict[str, Any]:
-    return {"queues": await svc.list()}
+    return {"queues": await svc.list_queues()}
 
 
 @router.get("/v1/queues/{name}", response_model=QueueInfo, tags=["queues"])

@@ -8,12 +8,14 @@ and every caller is the all-powerful anonymous principal.
 from __future__ import annotations
 
 import hmac
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
-from shared.errors import Forbidden, Unauthorized
-from shared.topics import pattern_covers
+from shared.errors import Forbidden, InvalidTopic, Unauthorized
+from shared.topics import pattern_covers, validate_pattern
 
 _ALL = (">",)
 
@@ -26,6 +28,8 @@ class Principal:
     subscribe: tuple[str, ...] = _ALL
     publish: tuple[str, ...] = _ALL
     admin: bool = False
+    # The token's `exp` (unix seconds); None for API keys and dev mode, which never expire.
+    exp: int | None = None
 
     def can_subscribe(self, pattern: str) -> bool:
         return any(pattern_covers(a, pattern) for a in self.subscribe)
@@ -68,8 +72,10 @@ class Authenticator:
             raise Unauthorized("missing credentials")
         raw = credential.encode()
         # Constant-time compare so a key cannot be guessed byte by byte.
-        if any(hmac.compare_digest(raw, k) for k in self._api_keys):
-            return Principal(sub="api-key", admin=True)
+        matches = [hmac.compare_digest(raw, k) for k in self._api_keys]  # no early exit
+        if any(matches):
+            # One subject per key, so that per-caller limits apply per key.
+            return Principal(sub=f"api-key-{matches.index(True) + 1}", admin=True)
         if not (self._secret or self._public_key):
             raise Unauthorized("invalid API key")
         return self._decode_jwt(credential)
@@ -88,20 +94,45 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
-        return Principal(
-            sub=str(claims["sub"]),
-            subscribe=_patterns(claims.get("subscribe")),
-            publish=_patterns(claims.get("publish")),
-            admin=bool(claims.get("admin", False)),
-        )
+        return principal_from_claims(claims)
 
 
-def _patterns(value: object) -> tuple[str, ...]:
+MAX_SUB_CHARS = 256
+
+
+def principal_from_claims(claims: dict[str, Any]) -> Principal:
+    """Check every claim Herald reads by its JSON type, and build the `Principal`.
+
+    A claim of the wrong type is refused (`Unauthorized`, WS close 4401) rather than
+    coerced: `bool("false")` is True, so only the JSON boolean `true` grants admin.
+    """
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not 0 < len(sub) <= MAX_SUB_CHARS:
+        raise Unauthorized(f"claim 'sub' must be a string of 1-{MAX_SUB_CHARS} characters")
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+        raise Unauthorized("claim 'exp' must be a number (Unix seconds)")
+    admin = claims.get("admin", False)
+    if not isinstance(admin, bool):
+        raise Unauthorized("claim 'admin' must be true or false")
+    return Principal(
+        sub=sub,
+        subscribe=_patterns(claims.get("subscribe"), "subscribe"),
+        publish=_patterns(claims.get("publish"), "publish"),
+        admin=admin,
+        exp=int(exp),
+    )
+
+
+def _patterns(value: object, claim: str) -> tuple[str, ...]:
     if value is None:
         return ()
-    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-        raise Unauthorized("claims 'subscribe' and 'publish' must be lists of patterns")
-    return tuple(value)
+    if not isinstance(value, list):
+        raise Unauthorized(f"claim '{claim}' must be a list of patterns")
+    try:
+        return tuple(validate_pattern(p) for p in value)
+    except InvalidTopic as exc:
+        raise Unauthorized(f"claim '{claim}': {exc.message}") from None
 
 
 def bearer(header: str | None) -> str | None:

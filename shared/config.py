@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # HTTP publishes (messages) per second and burst per API key or JWT subject.
+    # None: 1000/s, burst 2000, with auth on, and off in dev mode; 0 turns it off.
+    http_publish_rate: float | None = Field(default=None, ge=0)
+    http_publish_burst: int | None = Field(default=None, ge=1)
 
     ping_interval: float = Field(default=25.0, gt=0)
     ping_timeout: float = Field(default=20.0, gt=0)
@@ -123,3 +127,12 @@ class Settings(BaseSettings):
             if pattern_matches(rule, pattern.replace("*", "_").replace(">", "_")):
                 return ms
         return 0
+
+    def publish_rate(self) -> tuple[float, int] | None:
+        """(rate, burst) of the HTTP publish limit per caller, or None (off)."""
+        rate = self.http_publish_rate
+        if rate is None:
+            rate = 1000.0 if self.auth_enabled else 0.0
+        if rate == 0:
+            return None
+        return rate, self.http_publish_burst or max(1, int(rate * 2))

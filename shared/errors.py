@@ -10,6 +10,7 @@
     ├── NotFound                     queue_not_found / subscription_not_found (404)
     ├── Conflict                     conflict (409)
     ├── ReceiptInvalid               receipt_invalid (400)
+    ├── RateLimited                  rate_limited (429)
     ├── QueueFull                    queue_full (503)
     ├── BackplaneUnavailable         backplane_unavailable (503)
     ├── StoreUnavailable             store_unavailable (503)
@@ -92,6 +93,11 @@ class Conflict(HeraldError):
 class ReceiptInvalid(HeraldError):
     code = "receipt_invalid"
     status = 400
+
+
+class RateLimited(HeraldError):
+    code = "rate_limited"
+    status = 429
 
 
 class QueueFull(HeraldError):

@@ -10,7 +10,7 @@ from typing import Any
 
 from fanout.queues.model import MAX_BATCH, MAX_VISIBILITY_S, MAX_WAIT_S, integer, number
 from fanout.queues.service import QueueService
-from shared.errors import HeraldError
+from shared.errors import HeraldError, QueueNotFound
 
 log = logging.getLogger("herald.queues.consumer")
 
@@ -26,6 +26,9 @@ class QueueConsumer:
     released with `extend(receipt, 0)`, or when its visibility timeout runs out
     (the queue may then give it to someone else).
 
+    When the queue is deleted, the consumer stops and calls `on_end` with the
+    `QueueNotFound` error; it does not retry.
+
     `close()` releases every unacked job so it is visible again AT ONCE rather than
     after its visibility timeout: the socket that held it is gone and will never
     ack it, so waiting would only delay redelivery. The cost is that a job the
@@ -39,6 +42,7 @@ class QueueConsumer:
         prefetch: int,
         visibility_timeout: float | None,
         send_job: Callable[[dict[str, Any]], None],
+        on_end: Callable[[HeraldError], None] | None = None,
     ) -> None:
         self.service = service
         self.queue = queue
@@ -49,9 +53,11 @@ class QueueConsumer:
             else number(visibility_timeout, "visibility_timeout", 0, MAX_VISIBILITY_S)
         )
         self._send_job = send_job
+        self._on_end = on_end
         self._outstanding: dict[str, float] = {}  # receipt -> visibility deadline (clock s)
         self._slot_freed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     @property
     def outstanding(self) -> int:
@@ -65,6 +71,8 @@ class QueueConsumer:
     async def start(self) -> None:
         """Check the queue exists (raises `QueueNotFound`) and start consuming."""
         attrs = await self.service.get(self.queue)
+        if self._closed:  # closed while we looked (the socket went away)
+            return
         if self._vt is None:
             self._vt = attrs["visibility_timeout"]
         self._task = asyncio.create_task(self._run(), name=f"consume:{self.queue}")
@@ -94,6 +102,13 @@ class QueueConsumer:
                     wait=MAX_WAIT_S,
                     visibility_timeout=self._vt,
                 )
+            except QueueNotFound as exc:
+                # Deleted under us: retrying would spin forever, so the consumer ends
+                # and its owner tells the client (issue 9).
+                self._outstanding.clear()
+                if self._on_end is not None:
+                    self._on_end(exc)
+                return
             except HeraldError as exc:
                 log.warning("consumer of %s: receive failed (%s); retrying", self.queue, exc)
                 await asyncio.sleep(1.0)
@@ -113,9 +128,15 @@ class QueueConsumer:
                 }
                 try:
                     self._send_job(job)
-                except Exception:  # the socket is going away: let someone else have it
-                    log.exception("consumer of %s: send_job failed", self.queue)
-                    await self._release(m["receipt"])
+                except Exception as exc:
+                    # A job that cannot be sent (say, a body stored before the nesting
+                    # limit that no longer encodes) stays hidden until its visibility
+                    # timeout, holding a prefetch slot: releasing it at once made the
+                    # consumer spin on it, and its receive count still grows towards
+                    # the dead-letter queue.
+                    log.warning(
+                        "consumer of %s: job %s could not be sent (%s)", self.queue, m["id"], exc
+                    )
 
     def _forget(self, receipts: Sequence[str]) -> None:
         for r in receipts:
@@ -155,6 +176,7 @@ class QueueConsumer:
 
     async def close(self) -> None:
         """Stop consuming and make every unacked job visible again at once."""
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

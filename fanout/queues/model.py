@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from shared.errors import InvalidRequest, ReceiptInvalid
+from shared.jsonvalue import check_fields
 
 # Limits of SPEC §5 (SQS values; Herald allows batches of 100 instead of 10).
 MAX_VISIBILITY_S = 43_200
@@ -33,11 +34,13 @@ MAX_BATCH = 100
 MAX_WAIT_S = 20
 MAX_PRIORITY = 9
 DEDUP_WINDOW_S = 300
+MAX_TOKEN_CHARS = 128  # group and dedup ids
+MAX_DEPTH_LIMIT = 10**12  # the largest `max_depth` a queue may set
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,80}(\.fifo)?")
 # Group and dedup ids: printable ASCII without spaces, as in SQS. The Redis store
 # relies on them never holding NUL or \x01 (they delimit its group index).
-_TOKEN = re.compile(r"[!-~]{1,128}")
+_TOKEN = re.compile(rf"[!-~]{{1,{MAX_TOKEN_CHARS}}}")
 _ENTRY_KEYS = frozenset({"body", "attributes", "delay", "priority", "dedup_id", "group_id"})
 _ATTR_KEYS = frozenset(
     {
@@ -150,7 +153,7 @@ def merge_attrs(
         elif key == "max_message_bytes":
             values[key] = integer(value, key, MIN_MESSAGE_BYTES, MAX_MESSAGE_BYTES)
         elif key == "max_depth":
-            values[key] = None if value is None else integer(value, key, 1, 10**12)
+            values[key] = None if value is None else integer(value, key, 1, MAX_DEPTH_LIMIT)
         elif key == "content_dedup":
             if not isinstance(value, bool):
                 raise InvalidRequest("'content_dedup' must be a boolean")
@@ -197,6 +200,9 @@ def prepare_entry(queue: str, entry: object) -> Entry:
     """Validate one send entry for `queue` (size limits are checked by the store)."""
     if not isinstance(entry, Mapping):
         raise InvalidRequest("a message entry must be a JSON object")
+    # Refuse at send what could never be received: unencodable text, NaN, or a body
+    # too deep to wrap in a receive reply (orjson stops at 255 levels).
+    check_fields(entry)
     unknown = set(entry) - _ENTRY_KEYS
     if unknown:
         raise InvalidRequest(f"unknown message fields: {', '.join(sorted(map(str, unknown)))}")
@@ -243,7 +249,7 @@ def _token(value: object, field: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or _TOKEN.fullmatch(value) is None:
-        raise InvalidRequest(f"'{field}' must be 1 to 128 printable ASCII characters")
+        raise InvalidRequest(f"'{field}' must be 1 to {MAX_TOKEN_CHARS} printable ASCII characters")
     return value
 
 

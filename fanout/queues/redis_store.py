@@ -31,7 +31,6 @@ it again (`fanout.redis.runner`).
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import logging
 import random
@@ -118,18 +117,16 @@ class RedisQueueService(QueueService):
         with translated(StoreUnavailable, _WHAT):
             return await call
 
-    def _argv(self, name: str, args: builtins.list[Any]) -> builtins.list[Any]:
+    def _argv(self, name: str, args: list[Any]) -> list[Any]:
         now = self.clock()
         return [self.keys.wake_channel(name), repr(now), int(now * 1000), *args]
 
-    async def _script(self, script: str, name: str, args: builtins.list[Any]) -> Any:
+    async def _script(self, script: str, name: str, args: list[Any]) -> Any:
         return await self._io(
             RUNNER.run(self._redis, SCRIPTS[script], self.keys.queue(name), self._argv(name, args))
         )
 
-    async def _script_batch(
-        self, calls: builtins.list[tuple[str, str, builtins.list[Any]]]
-    ) -> builtins.list[Any]:
+    async def _script_batch(self, calls: list[tuple[str, str, list[Any]]]) -> list[Any]:
         """Run queue scripts (script, queue, args) in one pipelined round trip.
 
         On a cluster, one round trip per node: the raw EVALSHA is routed by its keys.
@@ -149,7 +146,7 @@ class RedisQueueService(QueueService):
                 raise translate(res, StoreUnavailable, _WHAT)
         return raw
 
-    async def _global_script(self, script: str, args: builtins.list[Any]) -> Any:
+    async def _global_script(self, script: str, args: list[Any]) -> Any:
         keys = [self.keys.subscriptions, self.keys.subscriptions_version]
         return await self._io(RUNNER.run(self._redis, GLOBAL_SCRIPTS[script], keys, args))
 
@@ -173,11 +170,11 @@ class RedisQueueService(QueueService):
                     break
         await self._drain_all()
 
-    async def _eviction_policies(self) -> builtins.list[Any]:
+    async def _eviction_policies(self) -> list[Any]:
         if isinstance(self._redis, Redis):
             config: dict[Any, Any] = await self._redis.config_get("maxmemory-policy")
             return [config.get(b"maxmemory-policy")]
-        policies: builtins.list[Any] = []
+        policies: list[Any] = []
         for node in self._redis.get_primaries():
             per_node: dict[Any, Any] = await self._redis.config_get(
                 "maxmemory-policy", target_nodes=node
@@ -298,7 +295,7 @@ class RedisQueueService(QueueService):
 
     # ---- queues ---------------------------------------------------------------------
 
-    async def _names(self) -> builtins.list[str]:
+    async def _names(self) -> list[str]:
         return sorted(_text(n) for n in await self._io(self._redis.smembers(self.keys.registry)))
 
     async def _load_attrs(self, name: str) -> QueueAttrs | None:
@@ -347,8 +344,8 @@ class RedisQueueService(QueueService):
                 out[name] = stats
         return out
 
-    async def _list(self) -> builtins.list[dict[str, Any]]:
-        return builtins.list((await self._all_stats()).values())
+    async def _list(self) -> list[dict[str, Any]]:
+        return list((await self._all_stats()).values())
 
     async def _delete(self, name: str) -> None:
         await self._drain(name)
@@ -365,8 +362,8 @@ class RedisQueueService(QueueService):
     # ---- sending --------------------------------------------------------------------
 
     @staticmethod
-    def _send_args(entries: builtins.list[Entry]) -> builtins.list[Any]:
-        args: builtins.list[Any] = []
+    def _send_args(entries: list[Entry]) -> list[Any]:
+        args: list[Any] = []
         for e in entries:
             args += [
                 e.id,
@@ -380,10 +377,10 @@ class RedisQueueService(QueueService):
         return args
 
     @staticmethod
-    def _send_results(name: str, raw: builtins.list[Any]) -> builtins.list[dict[str, Any]]:
+    def _send_results(name: str, raw: list[Any]) -> list[dict[str, Any]]:
         if raw and _text(raw[0]) == "notfound":
             raise QueueNotFound(f"queue {name!r} does not exist", details={"queue": name})
-        results: builtins.list[dict[str, Any]] = []
+        results: list[dict[str, Any]] = []
         for kind, value in zip(raw[::2], raw[1::2], strict=True):
             k = _text(kind)
             if k == "id":
@@ -409,22 +406,18 @@ class RedisQueueService(QueueService):
                 )
         return results
 
-    async def _send(
-        self, name: str, entries: builtins.list[Entry]
-    ) -> builtins.list[dict[str, Any]]:
+    async def _send(self, name: str, entries: list[Entry]) -> list[dict[str, Any]]:
         raw = await self._script("send", name, self._send_args(entries))
         self._wake(name)
         return self._send_results(name, raw)
 
-    async def _enqueue(
-        self, by_queue: dict[str, builtins.list[Entry]]
-    ) -> builtins.list[HeraldError]:
+    async def _enqueue(self, by_queue: dict[str, list[Entry]]) -> list[HeraldError]:
         # One script per queue, all in one pipelined round trip.
-        names = builtins.list(by_queue)
+        names = list(by_queue)
         results = await self._script_batch(
             [("send", name, self._send_args(by_queue[name])) for name in names]
         )
-        errors: builtins.list[HeraldError] = []
+        errors: list[HeraldError] = []
         for name, raw in zip(names, results, strict=True):
             self._wake(name)
             with contextlib.suppress(QueueNotFound):  # deleted since subscribing
@@ -435,7 +428,7 @@ class RedisQueueService(QueueService):
 
     async def _receive_once(
         self, name: str, count: int, vt: float | None, wait_s: float
-    ) -> tuple[builtins.list[dict[str, Any]], float | None]:
+    ) -> tuple[list[dict[str, Any]], float | None]:
         wait_ms = int(wait_s * 1000) + 1000 if wait_s > 0 else 0
         raw = await self._script(
             "receive",
@@ -445,7 +438,7 @@ class RedisQueueService(QueueService):
         if _text(raw[0]) == "notfound":
             raise QueueNotFound(f"queue {name!r} does not exist", details={"queue": name})
         next_due, moved, flat = raw
-        msgs: builtins.list[dict[str, Any]] = []
+        msgs: list[dict[str, Any]] = []
         for i in range(0, len(flat), 6):
             msg_id, token, payload, rc, sent_at, first = flat[i : i + 6]
             body, attributes = decode_payload(payload)
@@ -467,7 +460,7 @@ class RedisQueueService(QueueService):
             msgs += more
         return msgs, float(due) if due else None
 
-    async def _ack(self, name: str, pairs: builtins.list[tuple[str, str]]) -> builtins.list[bool]:
+    async def _ack(self, name: str, pairs: list[tuple[str, str]]) -> list[bool]:
         raw = await self._script("ack", name, [x for pair in pairs for x in pair])
         if raw and _text(raw[0]) == "notfound":
             raise QueueNotFound(f"queue {name!r} does not exist", details={"queue": name})
@@ -503,7 +496,7 @@ class RedisQueueService(QueueService):
 
     # ---- subscriptions ----------------------------------------------------------------
 
-    async def _load_subscriptions(self) -> builtins.list[QueueSubscription]:
+    async def _load_subscriptions(self) -> list[QueueSubscription]:
         # One script, not MULTI: on a cluster both keys share `{<ns>:global}`.
         version, flat = await self._global_script("subs_load", [])
         self._subs_version = version

@@ -128,29 +128,45 @@ class QueueService(abc.ABC):
         validate_name(name)
         existing = await self._load_attrs(name)
         merged = merge_attrs(name, existing, attrs, self.now_ms())
-        if (
-            merged.dead_letter is not None
-            and await self._load_attrs(merged.dead_letter.queue) is None
-        ):
-            raise InvalidRequest(
-                f"dead-letter queue {merged.dead_letter.queue!r} does not exist",
-                details={"queue": merged.dead_letter.queue},
-            )
+        if merged.dead_letter is not None:
+            await self._check_dead_letter_chain(name, merged.dead_letter.queue)
         await self._save_attrs(merged)
         return merged.as_dict()
+
+    async def _check_dead_letter_chain(self, name: str, dlq: str) -> None:
+        """The DLQ must exist, and following dead-letter targets from it must not lead
+        back to `name`: a cycle would bounce a failing message between queues forever."""
+        chain = [name]
+        target: str | None = dlq
+        while target is not None and target not in chain:
+            attrs = await self._load_attrs(target)
+            if attrs is None:
+                if target == dlq:
+                    raise InvalidRequest(
+                        f"dead-letter queue {dlq!r} does not exist", details={"queue": dlq}
+                    )
+                break  # a later link was deleted: the chain ends there
+            chain.append(target)
+            target = attrs.dead_letter.queue if attrs.dead_letter else None
+        if target == name:
+            raise InvalidRequest(
+                "dead-letter queues would form a cycle: " + " -> ".join([*chain, name]),
+                details={"cycle": [*chain, name]},
+            )
 
     async def get(self, name: str) -> dict[str, Any]:
         """Attributes and stats of one queue."""
         return await self._get(validate_name(name))
 
-    async def list(self) -> builtins.list[dict[str, Any]]:
+    async def list_queues(self) -> list[dict[str, Any]]:
         """Attributes and stats of every queue, by name."""
         return await self._list()
 
     async def delete(self, name: str) -> None:
         """Delete a queue, its messages and the subscriptions that feed it."""
         await self._delete(validate_name(name))
-        for sub, _ in builtins.list(self._subs.values()):
+        self._wake(name)  # waiting receives (consumers) see it is gone at once
+        for sub, _ in list(self._subs.values()):
             if sub.queue == name:
                 await self._delete_subscription(sub.id)
         self._install_subscriptions(await self._load_subscriptions())
@@ -175,14 +191,14 @@ class QueueService(abc.ABC):
 
     async def send_batch(
         self, name: str, entries: Sequence[Mapping[str, Any]]
-    ) -> builtins.list[dict[str, Any]]:
+    ) -> list[dict[str, Any]]:
         """Enqueue up to 100 messages; per entry `{"id"}` or `{"error"}`."""
         validate_name(name)
         if not isinstance(entries, Sequence) or not 1 <= len(entries) <= MAX_BATCH:
             raise InvalidRequest(f"a batch holds 1 to {MAX_BATCH} entries")
-        results: builtins.list[dict[str, Any]] = [{} for _ in entries]
-        valid: builtins.list[Entry] = []
-        slots: builtins.list[int] = []
+        results: list[dict[str, Any]] = [{} for _ in entries]
+        valid: list[Entry] = []
+        slots: list[int] = []
         for i, raw in enumerate(entries):
             try:
                 valid.append(prepare_entry(name, raw))
@@ -201,7 +217,7 @@ class QueueService(abc.ABC):
         max: int = 1,  # the wire name (SPEC §5), hence builtins.max below
         wait: float = 0,
         visibility_timeout: float | None = None,
-    ) -> builtins.list[dict[str, Any]]:
+    ) -> list[dict[str, Any]]:
         """Claim up to `max` visible messages, long-polling up to `wait` seconds.
 
         Returns as soon as a message is available: a send in this process sets the
@@ -234,7 +250,7 @@ class QueueService(abc.ABC):
 
     async def _claim(
         self, name: str, count: int, vt: float | None, wait_s: float
-    ) -> tuple[builtins.list[dict[str, Any]], float | None]:
+    ) -> tuple[list[dict[str, Any]], float | None]:
         # The store step runs to completion even if our caller is cancelled (a client
         # went away): what it claimed is released at once instead of staying hidden
         # for a whole visibility timeout.
@@ -254,14 +270,14 @@ class QueueService(abc.ABC):
         if event is not None:
             event.set()
 
-    async def ack(self, name: str, receipts: Sequence[str]) -> builtins.list[dict[str, Any]]:
+    async def ack(self, name: str, receipts: Sequence[str]) -> list[dict[str, Any]]:
         """Delete messages by receipt; per receipt `{"receipt","ok"}` or `receipt_invalid`."""
         validate_name(name)
         if isinstance(receipts, str) or not 1 <= len(receipts) <= MAX_BATCH:
             raise InvalidRequest(f"'receipts' must list 1 to {MAX_BATCH} receipts")
-        results: builtins.list[dict[str, Any]] = []
-        pairs: builtins.list[tuple[str, str]] = []
-        slots: builtins.list[int] = []
+        results: list[dict[str, Any]] = []
+        pairs: list[tuple[str, str]] = []
+        slots: list[int] = []
         for r in receipts:
             try:
                 pairs.append(split_receipt(r))
@@ -322,7 +338,7 @@ class QueueService(abc.ABC):
         self._install_subscriptions(await self._load_subscriptions())
         return sub.as_dict()
 
-    async def list_subscriptions(self) -> builtins.list[dict[str, Any]]:
+    async def list_subscriptions(self) -> list[dict[str, Any]]:
         subs = await self._load_subscriptions()
         self._install_subscriptions(subs)
         return [s.as_dict() for s in sorted(subs, key=lambda s: (s.created_at, s.id))]
@@ -336,7 +352,7 @@ class QueueService(abc.ABC):
             )
         self._install_subscriptions(await self._load_subscriptions())
 
-    def _install_subscriptions(self, subs: builtins.list[QueueSubscription]) -> None:
+    def _install_subscriptions(self, subs: list[QueueSubscription]) -> None:
         index: SubscriptionIndex[str] = SubscriptionIndex()
         table: dict[str, tuple[QueueSubscription, FilterPolicy]] = {}
         for sub in subs:
@@ -358,7 +374,7 @@ class QueueService(abc.ABC):
         """
         if not self._subs:
             return
-        by_queue: dict[str, builtins.list[Entry]] = {}
+        by_queue: dict[str, list[Entry]] = {}
         for msg in msgs:
             queues: dict[str, None] = {}
             for sid in self._sub_index.match(msg.topic):
@@ -412,7 +428,7 @@ class QueueService(abc.ABC):
     async def _get(self, name: str) -> dict[str, Any]: ...
 
     @abc.abstractmethod
-    async def _list(self) -> builtins.list[dict[str, Any]]: ...
+    async def _list(self) -> list[dict[str, Any]]: ...
 
     @abc.abstractmethod
     async def _delete(self, name: str) -> None: ...
@@ -424,27 +440,21 @@ class QueueService(abc.ABC):
     async def _all_stats(self) -> dict[str, dict[str, Any]]: ...
 
     @abc.abstractmethod
-    async def _send(
-        self, name: str, entries: builtins.list[Entry]
-    ) -> builtins.list[dict[str, Any]]:
+    async def _send(self, name: str, entries: list[Entry]) -> list[dict[str, Any]]:
         """Per entry `{"id"}` or `{"error": HeraldError}`; QueueNotFound for the queue."""
 
     @abc.abstractmethod
-    async def _enqueue(
-        self, by_queue: dict[str, builtins.list[Entry]]
-    ) -> builtins.list[HeraldError]:
+    async def _enqueue(self, by_queue: dict[str, list[Entry]]) -> list[HeraldError]:
         """Fan-out writes; a missing queue is skipped, refusals are returned."""
 
     @abc.abstractmethod
     async def _receive_once(
         self, name: str, count: int, vt: float | None, wait_s: float
-    ) -> tuple[builtins.list[dict[str, Any]], float | None]:
+    ) -> tuple[list[dict[str, Any]], float | None]:
         """Claim messages now; also the clock time the next hidden one falls due."""
 
     @abc.abstractmethod
-    async def _ack(
-        self, name: str, pairs: builtins.list[tuple[str, str]]
-    ) -> builtins.list[bool]: ...
+    async def _ack(self, name: str, pairs: list[tuple[str, str]]) -> list[bool]: ...
 
     @abc.abstractmethod
     async def _change_visibility(
@@ -455,7 +465,7 @@ class QueueService(abc.ABC):
     async def _redrive(self, dlq: str) -> int: ...
 
     @abc.abstractmethod
-    async def _load_subscriptions(self) -> builtins.list[QueueSubscription]: ...
+    async def _load_subscriptions(self) -> list[QueueSubscription]: ...
 
     @abc.abstractmethod
     async def _save_subscription(self, sub: QueueSubscription) -> None: ...

@@ -9,7 +9,6 @@ commit is on disk before the caller is answered (SPEC §6, engine `memory`).
 from __future__ import annotations
 
 import asyncio
-import builtins
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -240,9 +239,9 @@ class SqliteQueueService(QueueService):
 
         return await self._run(get)
 
-    async def _list(self) -> builtins.list[dict[str, Any]]:
+    async def _list(self) -> list[dict[str, Any]]:
         now = self.clock()
-        return builtins.list((await self._run(lambda c: self._stats(c, now))).values())
+        return list((await self._run(lambda c: self._stats(c, now))).values())
 
     async def _all_stats(self) -> dict[str, dict[str, Any]]:
         now = self.clock()
@@ -267,8 +266,8 @@ class SqliteQueueService(QueueService):
     # ---- sending --------------------------------------------------------------------
 
     def _insert(
-        self, conn: sqlite3.Connection, attrs: QueueAttrs, entries: builtins.list[Entry], now: float
-    ) -> builtins.list[dict[str, Any]]:
+        self, conn: sqlite3.Connection, attrs: QueueAttrs, entries: list[Entry], now: float
+    ) -> list[dict[str, Any]]:
         name = attrs.name
         conn.execute("DELETE FROM messages WHERE queue = ? AND expires_at <= ?", (name, now))
         conn.execute("DELETE FROM dedup WHERE queue = ? AND expires_at <= ?", (name, now))
@@ -277,7 +276,7 @@ class SqliteQueueService(QueueService):
             depth = conn.execute(
                 "SELECT COUNT(*) FROM messages WHERE queue = ?", (name,)
             ).fetchone()[0]
-        results: builtins.list[dict[str, Any]] = []
+        results: list[dict[str, Any]] = []
         sent = 0
         for e in entries:
             key = e.dedup_id or (e.content_hash if attrs.content_dedup else None)
@@ -339,21 +338,17 @@ class SqliteQueueService(QueueService):
             )
         return results
 
-    async def _send(
-        self, name: str, entries: builtins.list[Entry]
-    ) -> builtins.list[dict[str, Any]]:
+    async def _send(self, name: str, entries: list[Entry]) -> list[dict[str, Any]]:
         now = self.clock()
         results = await self._run(lambda c: self._insert(c, self._require(c, name), entries, now))
         self._wake(name)
         return results
 
-    async def _enqueue(
-        self, by_queue: dict[str, builtins.list[Entry]]
-    ) -> builtins.list[HeraldError]:
+    async def _enqueue(self, by_queue: dict[str, list[Entry]]) -> list[HeraldError]:
         now = self.clock()
 
-        def enqueue(conn: sqlite3.Connection) -> builtins.list[HeraldError]:
-            errors: builtins.list[HeraldError] = []
+        def enqueue(conn: sqlite3.Connection) -> list[HeraldError]:
+            errors: list[HeraldError] = []
             for name, entries in by_queue.items():
                 attrs = self._attrs(conn, name)
                 if attrs is None:  # deleted since the subscription was read
@@ -372,20 +367,20 @@ class SqliteQueueService(QueueService):
 
     async def _receive_once(
         self, name: str, count: int, vt: float | None, wait_s: float
-    ) -> tuple[builtins.list[dict[str, Any]], float | None]:
+    ) -> tuple[list[dict[str, Any]], float | None]:
         now = self.clock()
         now_ms = int(now * 1000)
         base = new_receipt_base()
         woken: set[str] = set()
 
-        def claim(conn: sqlite3.Connection) -> tuple[builtins.list[dict[str, Any]], float | None]:
+        def claim(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], float | None]:
             attrs = self._require(conn, name)
             conn.execute("DELETE FROM messages WHERE queue = ? AND expires_at <= ?", (name, now))
             timeout = attrs.visibility_timeout if vt is None else vt
             dl = attrs.dead_letter
             dlq = self._attrs(conn, dl.queue) if dl is not None else None
             query = _FIFO_NEXT if attrs.fifo else _STANDARD_NEXT
-            out: builtins.list[dict[str, Any]] = []
+            out: list[dict[str, Any]] = []
             moved = 0
             while len(out) < count:
                 want = count - len(out)
@@ -458,8 +453,8 @@ class SqliteQueueService(QueueService):
             self._wake(q)
         return result
 
-    async def _ack(self, name: str, pairs: builtins.list[tuple[str, str]]) -> builtins.list[bool]:
-        def ack(conn: sqlite3.Connection) -> builtins.list[bool]:
+    async def _ack(self, name: str, pairs: list[tuple[str, str]]) -> list[bool]:
+        def ack(conn: sqlite3.Connection) -> list[bool]:
             self._require(conn, name)
             oks = [
                 conn.execute(
@@ -555,7 +550,7 @@ class SqliteQueueService(QueueService):
 
     # ---- subscriptions ----------------------------------------------------------------
 
-    async def _load_subscriptions(self) -> builtins.list[QueueSubscription]:
+    async def _load_subscriptions(self) -> list[QueueSubscription]:
         rows = await self._run(
             lambda c: c.execute(
                 "SELECT id, topic, queue, filter_policy, created_at FROM subscriptions"

@@ -134,7 +134,7 @@ async def test_dead_letter_and_redrive_between_nodes(csvc: RedisQueueService,
     assert len(await csvc.receive(work, max=10)) == 3
     clock.advance(11)  # visibility runs out: the next receive would be the second
     assert await csvc.receive(work, max=10) == []
-    stats = {q["name"]: q for q in await csvc.list()}  # one batched script per node
+    stats = {q["name"]: q for q in await csvc.list_queues()}  # one batched script per node
     assert stats[work]["dead_lettered_total"] == 3 and stats[dlq]["visible"] == 3
     assert sorted(m["id"] for m in await csvc.receive(dlq, max=10, visibility_timeout=0)) \
         == sorted(sent)
@@ -160,7 +160,7 @@ async def test_fanout_to_queues_on_every_node_and_lost_scripts(
     shared_redis_cluster.cli_all("SCRIPT", "FLUSH")
     await csvc.on_publish([order(0, "shop.0")])  # FIFO: the same id is deduplicated
     await csvc.on_publish([order(6, "shop.0")])
-    assert len(await csvc.list()) == 6
+    assert len(await csvc.list_queues()) == 6
     for q in fifo:
         seen: list[str] = []
         while batch := await drain(csvc, q):  # one message in flight per topic

@@ -45,7 +45,7 @@ async def test_create_get_update_list_delete(svc: QueueService) -> None:
                 "received_total", "deleted_total", "dead_lettered_total"):
         assert got[key] == 0
     await svc.create_or_update("other", {})
-    assert [q["name"] for q in await svc.list()] == ["jobs", "other"]
+    assert [q["name"] for q in await svc.list_queues()] == ["jobs", "other"]
     await svc.delete("jobs")
     with pytest.raises(QueueNotFound):
         await svc.get("jobs")

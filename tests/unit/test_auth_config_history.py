@@ -40,13 +40,51 @@ def test_jwt_claims_limit_patterns() -> None:
 
 @pytest.mark.parametrize(
     "cred",
-    [None, "", "garbage", jwt.encode({"sub": "u", "exp": 1}, SECRET, algorithm="HS256"),
-     jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, "another-secret-of-32-bytes-or-more!!", algorithm="HS256"),
-     jwt.encode({"exp": int(time.time()) + 60}, SECRET, algorithm="HS256")],
+    [
+        None,
+        "",
+        "garbage",
+        jwt.encode({"sub": "u", "exp": 1}, SECRET, algorithm="HS256"),
+        jwt.encode(
+            {"sub": "u", "exp": int(time.time()) + 60},
+            "another-secret-of-32-bytes-or-more!!",
+            algorithm="HS256",
+        ),
+        jwt.encode({"exp": int(time.time()) + 60}, SECRET, algorithm="HS256"),
+    ],
 )
 def test_bad_credentials_are_unauthorized(cred: str | None) -> None:
     with pytest.raises(Unauthorized):
         Authenticator(jwt_secret=SECRET).authenticate(cred)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"admin": "false"},
+        {"admin": "true"},
+        {"admin": 1},
+        {"admin": None},
+        {"sub": ""},
+        {"sub": "x" * 257},
+        {"exp": str(int(time.time()) + 60)},
+        {"subscribe": "game.>"},
+        {"subscribe": [1]},
+        {"publish": ["bad..pattern"]},
+        {"publish": {"a": 1}},
+    ],
+)
+def test_claims_of_the_wrong_type_are_unauthorized(claims: dict[str, object]) -> None:
+    """No claim is coerced: bool("false") would grant admin."""
+    with pytest.raises(Unauthorized, match="claim"):
+        Authenticator(jwt_secret=SECRET).authenticate(token(**claims))
+
+
+def test_only_json_true_grants_admin() -> None:
+    auth = Authenticator(jwt_secret=SECRET)
+    assert auth.authenticate(token(admin=True)).admin
+    assert not auth.authenticate(token(admin=False)).admin
+    assert not auth.authenticate(token()).admin
 
 
 def test_api_keys() -> None:
