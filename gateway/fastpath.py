@@ -7,9 +7,11 @@ not come near the floor through FastAPI. This ASGI app, in front of the FastAPI 
 answers them itself when the request is the plain, valid case, and hands everything
 else to FastAPI, which stays the one place that words validation errors:
 
-- a content type other than `application/json`, a body orjson refuses (NaN, lone
-  surrogates, integers over 64 bits...), or a shape the route's model would not take
-  as it is (wrong types, extra fields) -> FastAPI, with the body replayed;
+- a content type other than `application/json`, malformed JSON, or a shape the
+  route's model would not take as it is (wrong types, extra fields) -> FastAPI, with
+  the body replayed;
+- JSON Herald refuses (NaN, lone surrogates, integers over 64 bits, deep nesting) ->
+  the same `parse_http_body` as the route's, so the same 400;
 - a `HeraldError` (auth, a bad topic, rate limits, an unavailable backplane) ->
   rendered by the app's own `HeraldError` handler, so the reply is the same.
 
@@ -21,6 +23,7 @@ Middleware added to the FastAPI app does not see the requests served here.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,20 +32,23 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from fanout.backplane import PublishOutcome
+from gateway.bodies import BATCH_KEYS
+from gateway.http_api import MAX_BATCH
+from gateway.publish_limit import charge_publish
 from shared.auth import bearer
 from shared.errors import HeraldError, PayloadTooLarge
+from shared.jsonvalue import parse_http_body
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from fanout.node import Node
 
-MAX_BATCH = 500  # as BatchIn in gateway/http_api.py
 _PUBLISH_FIELDS = frozenset(("topic", "data", "attributes", "id"))
 _BATCH_FIELDS = frozenset(("messages",))
 _SCALARS = (str, int, float, bool)
 
-Handler = Callable[["Node", Any, str | None], Awaitable[bytes | None]]
+Handler = Callable[["FastAPI", Any, str | None], Awaitable[bytes | None]]
 
 
 class _Fallback(Exception):
@@ -83,23 +89,27 @@ def _plain_entry(entry: Any) -> bool:
     return msg_id is None or type(msg_id) is str
 
 
-async def _publish(node: Node, body: Any, authorization: str | None) -> bytes | None:
+async def _publish(app: FastAPI, body: Any, authorization: str | None) -> bytes | None:
     if not _plain_entry(body):
         return None
+    node: Node = app.state.node
     principal = node.auth.authenticate(bearer(authorization))
+    charge_publish(app.state, node, principal, 1)
     (outcome,) = await node.publish([body], principal)
     if isinstance(outcome, HeraldError):
         raise outcome
     return orjson.dumps(_result(outcome))
 
 
-async def _publish_batch(node: Node, body: Any, authorization: str | None) -> bytes | None:
+async def _publish_batch(app: FastAPI, body: Any, authorization: str | None) -> bytes | None:
     if type(body) is not dict or body.keys() != _BATCH_FIELDS:
         return None
     entries = body["messages"]
     if type(entries) is not list or len(entries) > MAX_BATCH:
         return None
+    node: Node = app.state.node
     principal = node.auth.authenticate(bearer(authorization))
+    charge_publish(app.state, node, principal, len(entries))
     outcomes = await node.publish(entries, principal)
     return orjson.dumps({"results": [_result(o) for o in outcomes]})
 
@@ -140,8 +150,11 @@ class PublishFastPath:
             return
         raw = await _read_body(receive, length)
         try:
-            reply = await handler(self.app.state.node, orjson.loads(raw), authorization)
-        except orjson.JSONDecodeError:
+            # The route's own parser and value checks (gateway/bodies.py), so the same
+            # body is refused alike; orjson would read 2**64 as a float, for one.
+            body = parse_http_body(raw, BATCH_KEYS if handler is _publish_batch else ())
+            reply = await handler(self.app, body, authorization)
+        except json.JSONDecodeError:
             reply = None
         except HeraldError as exc:
             # The app's own handler, so the reply is the one FastAPI would give.

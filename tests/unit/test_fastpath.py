@@ -40,7 +40,10 @@ async def _client(fast: bool, settings: Settings) -> tuple[httpx.AsyncClient, No
 
 @pytest.fixture
 async def pair() -> AsyncIterator[list[httpx.AsyncClient]]:
-    settings = Settings(api_keys=[KEY], data_dir="/nonexistent")
+    # A burst of 600 leaves every case below within the limit, but for the last ones.
+    settings = Settings(
+        api_keys=[KEY], data_dir="/nonexistent", http_publish_rate=1, http_publish_burst=600
+    )
     made = [await _client(fast, settings) for fast in (True, False)]
     yield [c for c, _ in made]
     for client, node in made:
@@ -49,6 +52,9 @@ async def pair() -> AsyncIterator[list[httpx.AsyncClient]]:
 
 
 MSG = {"topic": "game.1", "data": {"home": 2}, "id": "m1"}
+DEEP: Any = 1
+for _ in range(70):
+    DEEP = [DEEP]
 CASES: list[tuple[str, dict[str, str], bytes]] = [
     ("/v1/publish", AUTH, orjson.dumps(MSG)),
     ("/v1/publish", AUTH, orjson.dumps({**MSG, "attributes": {"a": "x", "n": 1.5}})),
@@ -65,6 +71,12 @@ CASES: list[tuple[str, dict[str, str], bytes]] = [
     ("/v1/publish", {**AUTH, "content-type": "text/plain"}, orjson.dumps(MSG)),
     ("/v1/publish", JSON, orjson.dumps(MSG)),
     ("/v1/publish", {**JSON, "authorization": "Bearer nope"}, orjson.dumps(MSG)),
+    # Values are checked before the caller, on both paths (shared/jsonvalue.py).
+    ("/v1/publish", AUTH, orjson.dumps({**MSG, "data": DEEP})),
+    ("/v1/publish", JSON, orjson.dumps({**MSG, "data": DEEP})),
+    ("/v1/publish", JSON, b'{"topic": "game.1", "data": 1e999}'),
+    ("/v1/publish", AUTH, b'{"topic": "game.1", "data": 18446744073709551616}'),
+    ("/v1/publish/batch", AUTH, orjson.dumps({"messages": [{**MSG, "data": DEEP}, MSG]})),
     (
         "/v1/publish/batch",
         AUTH,
@@ -90,6 +102,20 @@ async def test_same_reply_with_and_without_the_fast_path(
     want = _seen(await slow.post(path, content=body, headers=headers))
     assert got == want
     assert got[0] != 500
+
+
+async def test_rate_limited_alike(pair: list[httpx.AsyncClient]) -> None:
+    fast, slow = pair
+    batch = orjson.dumps({"messages": [{**MSG, "id": f"r{i}"} for i in range(500)]})
+    for client in (fast, slow):
+        assert (
+            await client.post("/v1/publish/batch", content=batch, headers=AUTH)
+        ).status_code == 202
+    got = await fast.post("/v1/publish/batch", content=batch, headers=AUTH)
+    want = await slow.post("/v1/publish/batch", content=batch, headers=AUTH)
+    assert got.status_code == want.status_code == 429
+    assert got.headers["retry-after"] == want.headers["retry-after"]
+    assert got.json()["error"]["code"] == want.json()["error"]["code"] == "rate_limited"
 
 
 async def test_a_body_over_the_limit_is_413_on_the_fast_path(
