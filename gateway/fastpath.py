@@ -11,7 +11,7 @@ else to FastAPI, which stays the one place that words validation errors:
   route's model would not take as it is (wrong types, extra fields) -> FastAPI, with
   the body replayed;
 - JSON Herald refuses (NaN, lone surrogates, integers over 64 bits, deep nesting) ->
-  the same `parse_http_body` as the route's, so the same 400;
+  the route's `parse_http_body` checks (`_parse`), so the same 400;
 - a `HeraldError` (auth, a bad topic, rate limits, an unavailable backplane) ->
   rendered by the app's own `HeraldError` handler, so the reply is the same.
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,7 @@ from gateway.http_api import MAX_BATCH
 from gateway.publish_limit import charge_publish
 from shared.auth import bearer
 from shared.errors import HeraldError, PayloadTooLarge
-from shared.jsonvalue import parse_http_body
+from shared.jsonvalue import check_fields, parse_http_body
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -95,7 +96,8 @@ async def _publish(app: FastAPI, body: Any, authorization: str | None) -> bytes 
     node: Node = app.state.node
     principal = node.auth.authenticate(bearer(authorization))
     charge_publish(app.state, node, principal, 1)
-    (outcome,) = await node.publish([body], principal)
+    # `parse_http_body` checked every field of the body, as it does for the route.
+    (outcome,) = await node.publish([body], principal, values_checked=True)
     if isinstance(outcome, HeraldError):
         raise outcome
     return orjson.dumps(_result(outcome))
@@ -115,6 +117,30 @@ async def _publish_batch(app: FastAPI, body: Any, authorization: str | None) -> 
 
 
 ROUTES: dict[str, Handler] = {"/v1/publish": _publish, "/v1/publish/batch": _publish_batch}
+
+
+# 19 digits in a row: a number orjson may read differently (2**64 becomes a float).
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def _parse(raw: bytes, batch_keys: tuple[str, ...]) -> Any:
+    """What the route's `parse_http_body` gives (or raises), read with orjson where
+    orjson reads the same: an object with no long number in it. Everything else, and
+    every body orjson refuses, goes through `parse_http_body` itself."""
+    if _LONG_NUMBER.search(raw) is None:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        if type(body) is dict:
+            # parse_http_body's checks: batch entries later, one by one; the rest now.
+            check_fields(
+                body
+                if not batch_keys
+                else {k: v for k, v in body.items() if not (k in batch_keys and type(v) is list)}
+            )
+            return body
+    return parse_http_body(raw, batch_keys)
 
 
 def _is_json(content_type: bytes) -> bool:
@@ -150,9 +176,7 @@ class PublishFastPath:
             return
         raw = await _read_body(receive, length)
         try:
-            # The route's own parser and value checks (gateway/bodies.py), so the same
-            # body is refused alike; orjson would read 2**64 as a float, for one.
-            body = parse_http_body(raw, BATCH_KEYS if handler is _publish_batch else ())
+            body = _parse(raw, BATCH_KEYS if handler is _publish_batch else ())
             reply = await handler(self.app, body, authorization)
         except json.JSONDecodeError:
             reply = None

@@ -76,6 +76,9 @@ CASES: list[tuple[str, dict[str, str], bytes]] = [
     ("/v1/publish", JSON, orjson.dumps({**MSG, "data": DEEP})),
     ("/v1/publish", JSON, b'{"topic": "game.1", "data": 1e999}'),
     ("/v1/publish", AUTH, b'{"topic": "game.1", "data": 18446744073709551616}'),
+    ("/v1/publish", AUTH, b'{"topic": "game.1", "data": -9223372036854775809}'),
+    ("/v1/publish", AUTH, b'{"topic": "game.1", "data": [1e999]}'),
+    ("/v1/publish", AUTH, b'\xef\xbb\xbf{"topic": "game.1", "id": "m1"}'),
     ("/v1/publish/batch", AUTH, orjson.dumps({"messages": [{**MSG, "data": DEEP}, MSG]})),
     (
         "/v1/publish/batch",
