@@ -66,6 +66,7 @@ from loadtest.procs import (
 SERVER_CPU = 0
 LOAD_CPU = 1
 CONNS = 32
+QUEUE_WORKERS = 16  # queue loops in flight (each request carries up to 100 messages)
 QUEUE = "ingest"
 TOPIC = "bench.ingest"
 # 90 bytes on the wire: {"topic":"bench.ingest","data":{...}}
@@ -356,7 +357,8 @@ async def _client(mode: str, port: int, seconds: float) -> dict[str, Any]:
         counts[1] = counts[0]
     else:
         # Few workers: each request carries up to 100 messages.
-        await asyncio.gather(*(_queue_worker(mode, port, stop_at, counts) for _ in range(8)))
+        workers = range(QUEUE_WORKERS)
+        await asyncio.gather(*(_queue_worker(mode, port, stop_at, counts) for _ in workers))
     return {"requests": counts[0], "messages": counts[1]}
 
 
