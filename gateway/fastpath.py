@@ -1,11 +1,12 @@
-"""The publish fast path: `POST /v1/publish` and `/v1/publish/batch` without FastAPI.
+"""The ingest fast path: the hot POST routes without FastAPI's routing.
 
-Measured (docs/BENCHMARKS.md, "Ingest"): a FastAPI route that only reads its body costs
-about five times a raw ASGI app under the same uvicorn, before Herald does any work, and
-FastAPI's middleware stack alone a tenth of a fast publish, so the publish routes could
-not come near the floor through FastAPI. This ASGI app, in front of the FastAPI app,
-answers them itself when the request is the plain, valid case, and hands everything
-else to FastAPI, which stays the one place that words validation errors:
+`/v1/publish`, `/v1/publish/batch`, and the queue routes `/v1/queues/{name}/messages/batch`,
+`…/receive` and `…/ack`. Measured (docs/BENCHMARKS.md, "Issue 14"): a FastAPI route that
+only reads its body costs about five times a raw ASGI app under the same uvicorn, before
+Herald does any work, and FastAPI's middleware stack alone a tenth of a fast publish, so
+these routes could not come near the floor through FastAPI. This ASGI app, in front of
+the FastAPI app, answers them itself when the request is the plain, valid case, and hands
+everything else to FastAPI, which stays the one place that words validation errors:
 
 - a content type other than `application/json`, malformed JSON, or a shape the
   route's model would not take as it is (wrong types, extra fields) -> FastAPI, with
@@ -33,9 +34,14 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from fanout.backplane import PublishOutcome
+from fanout.queues import QueueService
+from fanout.queues.model import MAX_BATCH as QUEUE_BATCH
+from fanout.queues.model import MAX_VISIBILITY_S, MAX_WAIT_S
 from gateway.bodies import BATCH_KEYS
+from gateway.deps import admin_principal
 from gateway.http_api import MAX_BATCH
 from gateway.publish_limit import charge_publish
+from gateway.queues_api import queue_service
 from shared.auth import bearer
 from shared.errors import HeraldError, PayloadTooLarge
 from shared.jsonvalue import check_fields, parse_http_body
@@ -49,7 +55,9 @@ _PUBLISH_FIELDS = frozenset(("topic", "data", "attributes", "id"))
 _BATCH_FIELDS = frozenset(("messages",))
 _SCALARS = (str, int, float, bool)
 
-Handler = Callable[["FastAPI", Any, str | None], Awaitable[bytes | None]]
+Reply = bytes | None  # None: not the plain case, FastAPI answers
+Handler = Callable[["FastAPI", Any, str | None], Awaitable[Reply]]
+QueueHandler = Callable[["FastAPI", Any, str | None, str], Awaitable[Reply]]
 
 
 class _Fallback(Exception):
@@ -90,7 +98,7 @@ def _plain_entry(entry: Any) -> bool:
     return msg_id is None or type(msg_id) is str
 
 
-async def _publish(app: FastAPI, body: Any, authorization: str | None) -> bytes | None:
+async def _publish(app: FastAPI, body: Any, authorization: str | None) -> Reply:
     if not _plain_entry(body):
         return None
     node: Node = app.state.node
@@ -103,7 +111,7 @@ async def _publish(app: FastAPI, body: Any, authorization: str | None) -> bytes 
     return orjson.dumps(_result(outcome))
 
 
-async def _publish_batch(app: FastAPI, body: Any, authorization: str | None) -> bytes | None:
+async def _publish_batch(app: FastAPI, body: Any, authorization: str | None) -> Reply:
     if type(body) is not dict or body.keys() != _BATCH_FIELDS:
         return None
     entries = body["messages"]
@@ -116,6 +124,72 @@ async def _publish_batch(app: FastAPI, body: Any, authorization: str | None) -> 
     return orjson.dumps({"results": [_result(o) for o in outcomes]})
 
 
+def _number(value: Any, low: float, high: float, kind: tuple[type, ...] = (int, float)) -> bool:
+    return type(value) in kind and low <= value <= high
+
+
+def _strings(value: Any) -> bool:
+    return (
+        type(value) is list
+        and 1 <= len(value) <= QUEUE_BATCH
+        and all(type(v) is str for v in value)
+    )
+
+
+async def _queue_send_batch(app: FastAPI, body: Any, authorization: str | None, name: str) -> Reply:
+    """`BatchIn` as it is: {"entries": [objects]}; the service checks each entry."""
+    if type(body) is not dict or body.keys() != _QUEUE_BATCH_FIELDS:
+        return None
+    entries = body["entries"]
+    if type(entries) is not list or not 1 <= len(entries) <= QUEUE_BATCH:
+        return None
+    if not all(type(e) is dict for e in entries):
+        return None
+    svc = _queue_caller(app, authorization)
+    return orjson.dumps({"results": await svc.send_batch(name, entries)})
+
+
+async def _queue_receive(app: FastAPI, body: Any, authorization: str | None, name: str) -> Reply:
+    """`ReceiveIn` as it is: `max`, `wait`, `visibility_timeout`, each in range."""
+    if type(body) is not dict or not _RECEIVE_FIELDS.issuperset(body):
+        return None
+    count, wait = body.get("max", 1), body.get("wait", 0)
+    vt = body.get("visibility_timeout")
+    if not (
+        _number(count, 1, QUEUE_BATCH, (int,))
+        and _number(wait, 0, MAX_WAIT_S)
+        and (vt is None or _number(vt, 0, MAX_VISIBILITY_S))
+    ):
+        return None
+    svc = _queue_caller(app, authorization)
+    msgs = await svc.receive(name, max=count, wait=wait, visibility_timeout=vt)
+    return orjson.dumps({"messages": msgs})
+
+
+async def _queue_ack(app: FastAPI, body: Any, authorization: str | None, name: str) -> Reply:
+    """`AckIn` as it is: {"receipts": [1-100 strings]}."""
+    if type(body) is not dict or body.keys() != _ACK_FIELDS or not _strings(body["receipts"]):
+        return None
+    svc = _queue_caller(app, authorization)
+    return orjson.dumps({"results": await svc.ack(name, body["receipts"])})
+
+
+def _queue_caller(app: FastAPI, authorization: str | None) -> QueueService:
+    """The queue router's dependencies, in their order: an admin caller, then the service."""
+    node: Node = app.state.node
+    admin_principal(node, authorization)
+    return queue_service(node)
+
+
+_QUEUE_BATCH_FIELDS = frozenset(("entries",))
+_RECEIVE_FIELDS = frozenset(("max", "wait", "visibility_timeout"))
+_ACK_FIELDS = frozenset(("receipts",))
+# POST /v1/queues/{name}/<action>
+QUEUE_ROUTES: dict[str, QueueHandler] = {
+    "messages/batch": _queue_send_batch,
+    "receive": _queue_receive,
+    "ack": _queue_ack,
+}
 ROUTES: dict[str, Handler] = {"/v1/publish": _publish, "/v1/publish/batch": _publish_batch}
 
 
@@ -149,17 +223,18 @@ def _is_json(content_type: bytes) -> bool:
 
 
 class PublishFastPath:
-    """ASGI app in front of Herald's FastAPI app: the publish routes' plain case."""
+    """ASGI app in front of Herald's FastAPI app: the ingest routes' plain case."""
 
     def __init__(self, app: FastAPI, body_limit: int) -> None:
         self.app = app
         self.body_limit = body_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = ROUTES.get(scope["path"]) if scope["type"] == "http" else None
-        if handler is None or scope["method"] != "POST":
+        route = _match(scope)
+        if route is None:
             await self.app(scope, receive, send)
             return
+        handler, status, batch_keys = route
         authorization: str | None = None
         json_body = False
         length = -1
@@ -176,8 +251,7 @@ class PublishFastPath:
             return
         raw = await _read_body(receive, length)
         try:
-            body = _parse(raw, BATCH_KEYS if handler is _publish_batch else ())
-            reply = await handler(self.app, body, authorization)
+            reply = await handler(self.app, _parse(raw, batch_keys), authorization)
         except json.JSONDecodeError:
             reply = None
         except HeraldError as exc:
@@ -190,8 +264,29 @@ class PublishFastPath:
         if reply is None:
             await self.app(scope, _replay(raw, receive), send)
             return
-        await send(_start(202, len(reply)))
+        await send(_start(status, len(reply)))
         await send({"type": "http.response.body", "body": reply})
+
+
+def _match(scope: Scope) -> tuple[Handler, int, tuple[str, ...]] | None:
+    """(handler, status, batch keys) for a request the fast path may answer."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    path: str = scope["path"]
+    handler = ROUTES.get(path)
+    if handler is not None:
+        return handler, 202, BATCH_KEYS if handler is _publish_batch else ()
+    if not path.startswith("/v1/queues/"):
+        return None
+    name, _, action = path[len("/v1/queues/") :].partition("/")
+    queue_handler = QUEUE_ROUTES.get(action)
+    if queue_handler is None or not name:
+        return None
+
+    async def bound(app: FastAPI, body: Any, authorization: str | None) -> Reply:
+        return await queue_handler(app, body, authorization, name)
+
+    return bound, 200, BATCH_KEYS if action.endswith("/batch") else ()
 
 
 async def _read_body(receive: Receive, length: int) -> bytes:

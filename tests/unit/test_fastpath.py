@@ -9,6 +9,7 @@ and for everything it hands to FastAPI or to the `HeraldError` handler.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from fastapi import FastAPI
 
 from fanout.memory import MemoryBackplane
 from fanout.node import Node
+from fanout.queues import open_queue_service
 from gateway import fastpath
 from gateway.app import body_limit, create_app
 from gateway.fastpath import PublishFastPath
@@ -28,9 +30,14 @@ JSON = {"content-type": "application/json"}
 AUTH = {**JSON, "authorization": f"Bearer {KEY}"}
 
 
-async def _client(fast: bool, settings: Settings) -> tuple[httpx.AsyncClient, Node]:
+async def _client(
+    fast: bool, settings: Settings, queues_dir: Path | None = None
+) -> tuple[httpx.AsyncClient, Node]:
     app: FastAPI = create_app(settings)
-    node = Node(settings, MemoryBackplane())
+    queues = None
+    if queues_dir is not None:
+        queues = open_queue_service(engine="memory", data_dir=queues_dir, redis_url="")
+    node = Node(settings, MemoryBackplane(), queues=queues)
     await node.start()
     app.state.node = node
     served = PublishFastPath(app, body_limit(settings)) if fast else app
@@ -147,3 +154,78 @@ async def test_plain_publishes_do_not_reach_fastapi(
     r = await fast.post("/v1/publish", content=orjson.dumps({**MSG, "x": 1}), headers=AUTH)
     assert r.status_code == 202
     assert calls == ["fallback"]
+
+
+# ---- queues: send batch, receive, ack ---------------------------------------------------------
+
+Q = "/v1/queues/q"
+ENTRY = {"body": {"n": 1}, "attributes": {"k": "v"}}
+QUEUE_CASES: list[tuple[str, dict[str, str], bytes]] = [
+    (Q + "/messages/batch", AUTH, orjson.dumps({"entries": [ENTRY, {"body": [1, 2]}]})),
+    (Q + "/messages/batch", AUTH, orjson.dumps({"entries": [ENTRY, {"nobody": 1}, 5]})),
+    (Q + "/messages/batch", AUTH, orjson.dumps({"entries": [{"body": DEEP}]})),
+    (Q + "/messages/batch", AUTH, orjson.dumps({"entries": [ENTRY], "x": 1})),
+    (Q + "/messages/batch", AUTH, orjson.dumps({"entries": []})),
+    (Q + "/messages/batch", AUTH, orjson.dumps({"entries": [ENTRY] * 101})),
+    (Q + "/messages/batch", JSON, orjson.dumps({"entries": [ENTRY]})),
+    ("/v1/queues/nope/messages/batch", AUTH, orjson.dumps({"entries": [ENTRY]})),
+    ("/v1/queues/bad name!/messages/batch", AUTH, orjson.dumps({"entries": [ENTRY]})),
+    (Q + "/receive", AUTH, orjson.dumps({"max": 2})),
+    (Q + "/receive", AUTH, orjson.dumps({"max": 2, "wait": 0, "visibility_timeout": None})),
+    (Q + "/receive", AUTH, orjson.dumps({"max": 0})),
+    (Q + "/receive", AUTH, orjson.dumps({"max": True})),
+    (Q + "/receive", AUTH, orjson.dumps({"max": 1.0})),
+    (Q + "/receive", AUTH, orjson.dumps({"wait": "1"})),
+    (Q + "/receive", AUTH, orjson.dumps({"max": 1, "other": 1})),
+    (Q + "/receive", JSON, orjson.dumps({"max": 1})),
+    ("/v1/queues/nope/receive", AUTH, orjson.dumps({"max": 1})),
+    (Q + "/ack", AUTH, orjson.dumps({"receipts": ["nope", "a.b"]})),
+    (Q + "/ack", AUTH, orjson.dumps({"receipts": []})),
+    (Q + "/ack", AUTH, orjson.dumps({"receipts": [1]})),
+    (Q + "/ack", {**JSON, "authorization": "Bearer nope"}, orjson.dumps({"receipts": ["a.b"]})),
+]
+
+
+def _same_shape(value: Any) -> Any:
+    """Ids, receipts and times differ between two servers; everything else must not."""
+    if isinstance(value, dict):
+        return {
+            k: "*" if k in ("id", "receipt", "sent_at", "first_received_at") else _same_shape(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_same_shape(v) for v in value]
+    return value
+
+
+async def test_queue_routes_reply_alike(tmp_path: Path) -> None:
+    """One sequence of calls on two queue services: same replies, but for ids and times."""
+    settings = Settings(api_keys=[KEY], data_dir=str(tmp_path))
+    made = [await _client(fast, settings, tmp_path / str(fast)) for fast in (True, False)]
+    try:
+        for client, _ in made:
+            r = await client.put(Q, content=b"{}", headers=AUTH)
+            assert r.status_code == 200, r.text
+        for path, headers, body in QUEUE_CASES:
+            got, want = [
+                _seen(await client.post(path, content=body, headers=headers)) for client, _ in made
+            ]
+            assert _same_shape(got) == _same_shape(want), (path, body)
+            assert got[0] != 500
+        # Receipts are per server: ack what each one handed out.
+        batch = orjson.dumps({"entries": [ENTRY] * 3})
+        for client, _ in made:
+            r = await client.post(Q + "/messages/batch", content=batch, headers=AUTH)
+            assert r.status_code == 200
+            got = (await client.post(Q + "/receive", content=b'{"max":5}', headers=AUTH)).json()
+            receipts = [m["receipt"] for m in got["messages"]]
+            assert receipts
+            r = await client.post(
+                Q + "/ack", content=orjson.dumps({"receipts": receipts}), headers=AUTH
+            )
+            assert r.status_code == 200
+            assert all(x.get("ok") for x in r.json()["results"]), r.json()
+    finally:
+        for client, node in made:
+            await client.aclose()
+            await node.stop()
