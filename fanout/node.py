@@ -46,6 +46,9 @@ class Resume:
     epoch: str
     offset: int
     messages: list[Message]
+    # True when `messages` is only the first page: the sink still catches up, and the
+    # caller asks for the rest with `Node.resume_more`.
+    more: bool = False
 
 
 class Node:
@@ -70,6 +73,8 @@ class Node:
             send_buffer_bytes=settings.send_buffer_bytes,
             slow_policy=settings.slow_consumer,
             max_frame_bytes=settings.max_frame_bytes,
+            max_filter_cost=settings.max_filter_cost,
+            max_filter_cost_per_sink=settings.max_filter_cost_per_connection,
             on_wakeup=self._wakeup,
             on_interest=self._on_interest,
         )
@@ -263,7 +268,13 @@ class Node:
         return Shape(pattern, flt, batch_ms, mode, key)
 
     async def resume(
-        self, sink: Sink, shape: Shape, since: int | None, epoch: str | None
+        self,
+        sink: Sink,
+        shape: Shape,
+        since: int | None,
+        epoch: str | None,
+        *,
+        page: int = MAX_HISTORY_LIMIT,
     ) -> Resume:
         """Subscribe `sink` live to a history topic and tell it where it stands.
 
@@ -271,6 +282,10 @@ class Node:
         first so nothing published during the history read falls between the two;
         `Hub.finish_catch_up` then drops what both carried. Without `since`, only
         the current epoch and offset are read (so the client can resume later).
+
+        A replay longer than `page` messages comes a page at a time (`more`), so the
+        caller can wait for the socket to drain between pages instead of holding the
+        whole replay in its write buffer.
         """
         _check_since(since)
         if is_wildcard(shape.pattern) or shape.mode == "latest":
@@ -278,20 +293,55 @@ class Node:
             raise InvalidRequest("'since' needs a concrete topic and mode 'all'")
         rule = self.settings.history_rule(shape.pattern)
         group = self.hub.subscribe(sink, shape, catch_up=True)
+        page = min(page, MAX_HISTORY_LIMIT)
         try:
-            page = await self.backplane.history(
-                shape.pattern, rule, since, MAX_HISTORY_LIMIT if since is not None else 0
+            hp = await self.backplane.history(
+                shape.pattern, rule, since, page if since is not None else 0
             )
         except BaseException:
             self.hub.unsubscribe(sink, group.key)
             raise
         if since is None:
-            owed = self.hub.finish_catch_up(sink, group.key, [], page.latest)
-            return Resume(False, page.epoch, page.latest, owed)
-        recovered = rule is not None and page.complete and (epoch is None or epoch == page.epoch)
-        replay = page.messages if recovered else []
+            owed = self.hub.finish_catch_up(sink, group.key, [], hp.latest)
+            return Resume(False, hp.epoch, hp.latest, owed)
+        msgs = hp.messages
+        # A page cut short by `page` is still a recovery when it starts right after
+        # `since` and the whole replay is within MAX_HISTORY_LIMIT.
+        starts = hp.complete or (bool(msgs) and msgs[0].offset == since + 1)
+        recovered = (
+            rule is not None
+            and starts
+            and hp.latest - since <= MAX_HISTORY_LIMIT
+            and (epoch is None or epoch == hp.epoch)
+        )
+        if recovered and len(msgs) >= page and (msgs[-1].offset or 0) < hp.latest:
+            return Resume(True, hp.epoch, hp.latest, msgs, more=True)
+        replay = msgs if recovered else []
         owed = self.hub.finish_catch_up(sink, group.key, replay, since if recovered else None)
-        return Resume(recovered, page.epoch, page.latest, owed)
+        return Resume(recovered, hp.epoch, hp.latest, owed)
+
+    async def resume_more(
+        self, sink: Sink, shape: Shape, after: int, page: int
+    ) -> tuple[list[Message], bool, int]:
+        """The next page of a resume, after offset `after`: (messages, more, skipped).
+
+        On the last page the sink goes live, and the messages include what arrived
+        live meanwhile. `skipped` counts messages history trimmed between two pages.
+        """
+        rule = self.settings.history_rule(shape.pattern)
+        try:
+            hp = await self.backplane.history(
+                shape.pattern, rule, after, min(page, MAX_HISTORY_LIMIT)
+            )
+        except BaseException:
+            self.hub.unsubscribe(sink, shape.sub_key)
+            raise
+        msgs = hp.messages
+        first = msgs[0].offset if msgs else hp.latest + 1
+        skipped = max(0, (first or 0) - after - 1)
+        if len(msgs) >= page and (msgs[-1].offset or 0) < hp.latest:
+            return msgs, True, skipped
+        return self.hub.finish_catch_up(sink, shape.sub_key, msgs, after), False, skipped
 
     async def history(self, topic: str, since: int | None, limit: int) -> HistoryPage:
         validate_topic(topic)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from fanout.framing import text_frame
 from fanout.hub import Shape
 from fanout.message import Message
 from gateway.edge import Handler
@@ -28,20 +27,17 @@ def _reply(conn: HeraldWebSocket, cmd: dict[str, Any], op: str, **fields: Any) -
 
 
 def _send_owed(conn: HeraldWebSocket, key: str, msgs: list[Message]) -> None:
+    # The hub builds every `msgs` frame, so a replay is chunked like a broadcast.
     if msgs and conn.is_open:
-        payload = (
-            b'{"op":"msgs","sub":"'
-            + key.encode()
-            + b'","msgs":['
-            + b",".join(m.envelope for m in msgs)
-            + b"]}"
-        )
-        conn.transport.write(text_frame(payload))
+        conn.transport.writelines(conn.node.hub.msgs_frames(key, msgs))
 
 
 def auth(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
     principal = conn.authenticate(cmd.get("token"))
-    _reply(conn, cmd, "authenticated", client=principal.sub)
+    fields: dict[str, Any] = {"client": principal.sub}
+    if principal.exp is not None:
+        fields["exp"] = principal.exp
+    _reply(conn, cmd, "authenticated", **fields)
 
 
 def ping(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
@@ -94,12 +90,32 @@ async def _resume(
 ) -> None:
     # Without `since` (a history topic): go live and tell the client its position
     # (epoch and offset) so that it can resume later.
-    res = await conn.node.resume(conn, shape, since, epoch)
+    node = conn.node
+    res = await node.resume(conn, shape, since, epoch, page=_replay_page(conn, None))
     fields: dict[str, Any] = {"sub": shape.sub_key, "topic": shape.pattern}
     if since is not None:
         fields["recovered"] = res.recovered
     _reply(conn, cmd, "subscribed", **fields, epoch=res.epoch, offset=res.offset)
-    _send_owed(conn, shape.sub_key, res.messages)
+    msgs, more = res.messages, res.more
+    _send_owed(conn, shape.sub_key, msgs)
+    while more:
+        # The rest of a long replay, a page at a time once the socket has drained,
+        # so a replay never sits whole in the write buffer (send_buffer_bytes).
+        await conn.drained()
+        after = msgs[-1].offset or 0
+        msgs, more, skipped = await node.resume_more(conn, shape, after, _replay_page(conn, msgs))
+        if skipped:
+            conn.send({"op": "lagged", "sub": shape.sub_key, "dropped": skipped})
+        _send_owed(conn, shape.sub_key, msgs)
+
+
+def _replay_page(conn: HeraldWebSocket, last: list[Message] | None) -> int:
+    """Messages per replay page: about one send buffer's worth (16-1,000)."""
+    settings = conn.node.settings
+    size = settings.max_message_bytes
+    if last:
+        size = max(1, sum(len(m.envelope) for m in last) // len(last))
+    return max(16, min(1000, settings.send_buffer_bytes // size))
 
 
 def unsubscribe(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
@@ -124,7 +140,7 @@ def publish(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
             fields["offset"] = result.offset
         _reply(conn, cmd, "published", **fields)
 
-    conn.spawn(cmd.get("id"), run())
+    conn.spawn(cmd.get("id"), run(), exclusive=False)
 
 
 def _queue_service(conn: HeraldWebSocket) -> Any:
@@ -209,7 +225,7 @@ def ack(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
         results = await consumer.ack(receipts)
         _reply(conn, cmd, "acked", results=results)
 
-    conn.spawn(cmd.get("id"), run())
+    conn.spawn(cmd.get("id"), run(), exclusive=False)
 
 
 def nack(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
@@ -223,7 +239,7 @@ def nack(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
         await consumer.nack(receipt, delay)
         _reply(conn, cmd, "nacked")
 
-    conn.spawn(cmd.get("id"), run())
+    conn.spawn(cmd.get("id"), run(), exclusive=False)
 
 
 def extend(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
@@ -237,7 +253,7 @@ def extend(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
         await consumer.extend(receipt, timeout)
         _reply(conn, cmd, "extended")
 
-    conn.spawn(cmd.get("id"), run())
+    conn.spawn(cmd.get("id"), run(), exclusive=False)
 
 
 HANDLERS: dict[str, Handler] = {

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.keepalive import KeepAlive
+from shared.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from fanout.node import Node
@@ -34,6 +35,13 @@ class Edge:
         self.connection_count = 0
         self.connections_total = 0
         self.background: set[asyncio.Task[None]] = set()
+        self._command_rate = settings.command_rate()
+
+    def command_bucket(self) -> TokenBucket | None:
+        """A fresh per-connection command limiter, or None when limits are off."""
+        if self._command_rate is None:
+            return None
+        return TokenBucket(*self._command_rate)
 
     def start(self) -> None:
         self.keepalive.start()

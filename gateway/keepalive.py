@@ -3,7 +3,10 @@ timer instead of a task per connection).
 
 Connections sit in `interval / tick` buckets; each tick visits one bucket, pings
 those that were quiet for an interval, and a FIFO of pong deadlines (the timeout
-is constant, so deadlines arrive in order) closes the ones that never answered.
+is constant, so deadlines arrive in order) closes the ones that sent nothing at
+all since their ping. Any frame counts as a sign of life, not only a pong: a
+client that never answers pings but talks is pinged again once quiet, and dropped
+once silent.
 """
 
 from __future__ import annotations
@@ -72,10 +75,16 @@ class KeepAlive:
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
             _, sent, conn = deadlines.popleft()
-            # Still the same unanswered ping, and no frame since: the peer is gone.
-            if conn.ping_sent == sent and conn in self._where and conn.last_seen < sent:
+            if conn.ping_sent != sent or conn not in self._where:
+                continue  # answered (pong), or gone
+            if conn.last_seen < sent:
+                # No frame of any kind since the ping: the peer is gone.
                 self.remove(conn)
                 conn.on_dead()
+            else:
+                # It sent something else but no pong: it is alive, and liveness never
+                # waits on a pong, so ping it again once it falls quiet.
+                conn.ping_sent = 0.0
         bucket = self._buckets[self._cursor]
         self._cursor = (self._cursor + 1) % self._nbuckets
         quiet = now - self.interval + self.tick

@@ -14,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from collections import deque
 from collections.abc import Coroutine
+from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -39,7 +42,8 @@ from gateway.wscodec import (
     response_101,
 )
 from shared.auth import Principal, bearer
-from shared.errors import Forbidden, HeraldError, InvalidRequest, Unauthorized
+from shared.errors import Forbidden, HeraldError, InvalidRequest, RateLimited, Unauthorized
+from shared.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from fanout.node import Node
@@ -59,7 +63,29 @@ CLOSE_UNAUTHORIZED = 4401
 MAX_BAD_FRAMES = 10
 CLOSE_GRACE_S = 5.0  # how long a closing peer may stall before it is aborted
 
-_HANDSHAKE, _AUTH, _OPEN, _CLOSING, _CLOSED = range(5)
+# Commands of one connection take effect in order (SPEC §4): while an async command
+# runs, later ones wait in a queue. Past MAX_PENDING queued the socket stops being
+# read, so the queue holds at most what one read brings: a 256 KiB read of the
+# smallest commands (8 bytes each) is 32,768 of them. MAX_QUEUED is the safety net
+# past that (a transport reading more at once): close 1008.
+MAX_PENDING = 64
+MAX_QUEUED = 32_768
+# Publishes and acks may overlap (they do not change what this socket receives), up
+# to this many at once; then they queue like any other command.
+MAX_INFLIGHT = 64
+
+
+class ConnState(IntEnum):
+    """Where a connection is in its life; it only ever moves forward."""
+
+    HANDSHAKE = 0
+    AUTH = 1  # upgraded, waiting for a first-frame `auth`
+    OPEN = 2
+    CLOSING = 3
+    CLOSED = 4
+
+
+_HANDSHAKE, _AUTH, _OPEN, _CLOSING, _CLOSED = tuple(ConnState)
 _PING = frame(OP_PING, b"")
 # A client error that counts towards the 10-malformed-frames limit (SPEC §4).
 _BAD_INPUT = ("invalid_request", "invalid_topic", "invalid_filter", "payload_too_large")
@@ -70,12 +96,21 @@ class HeraldWebSocket(asyncio.Protocol):
 
     __slots__ = (
         "_bad",
+        "_bucket",
         "_buf",
         "_close_timer",
         "_consumers",
+        "_drain",
+        "_exclusive",
+        "_expiry",
+        "_inflight",
+        "_limited",
         "_parser",
+        "_queue",
+        "_read_paused",
         "_state",
         "_tasks",
+        "_write_paused",
         "edge",
         "last_seen",
         "node",
@@ -106,12 +141,28 @@ class HeraldWebSocket(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] | None = None
         self._consumers: dict[str, QueueConsumer] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        # The command sequencer and flow control (see MAX_PENDING).
+        self._queue: deque[bytes] | None = None
+        self._exclusive = False
+        self._inflight = 0
+        self._write_paused = False
+        self._read_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._bucket: TokenBucket | None = None
+        self._limited = 0
 
     # ---- asyncio.Protocol ------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.server_state.connections.add(self)
+        # Every byte queued for this socket counts against send_buffer_bytes: past it
+        # asyncio calls pause_writing, and the socket stops being read (so it cannot
+        # make the server queue more replies, pongs or errors) until it drains.
+        limit = self.node.settings.send_buffer_bytes
+        self.transport.set_write_buffer_limits(high=limit, low=limit // 4)
+        self._bucket = self.edge.command_bucket()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server_state.connections.discard(self)
@@ -119,6 +170,9 @@ class HeraldWebSocket(asyncio.Protocol):
             self._close_timer.cancel()
         was_open = self._state in (_AUTH, _OPEN, _CLOSING)
         self._state = _CLOSED
+        self._queue = None
+        if self._expiry is not None:
+            self._expiry.cancel()
         self.node.hub.remove_sink(self)
         if was_open:
             self.edge.disconnected(self)
@@ -158,6 +212,7 @@ class HeraldWebSocket(asyncio.Protocol):
             elif opcode == OP_PONG:
                 self.ping_sent = 0.0
             elif opcode == OP_PING:
+                # Bounded: a peer that does not read its pongs is soon not read either.
                 self.transport.write(frame(OP_PONG, payload))
             elif opcode == OP_CLOSE:
                 self._on_close_frame(payload)
@@ -168,10 +223,28 @@ class HeraldWebSocket(asyncio.Protocol):
         self._bad_input(None, InvalidRequest("binary frames are not supported"))
 
     def pause_writing(self) -> None:
-        """Flow control is the hub's send-buffer limit, not asyncio's high-water mark."""
+        """The write buffer passed send_buffer_bytes: read nothing more until it drains.
+
+        Broadcasts keep their own policy (drop or disconnect, in the hub); what stops
+        here is everything the client can cause itself: replies, pongs, errors.
+        """
+        self._write_paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
-        """See `pause_writing`."""
+        """The write buffer drained below a quarter of the bound: carry on."""
+        self._write_paused = False
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+        self._pump()
+
+    async def drained(self) -> None:
+        """Return once the write buffer is under the bound (at once when it is)."""
+        if self._write_paused:
+            if self._drain is None:
+                self._drain = self.edge.loop.create_future()
+            await self._drain
 
     def eof_received(self) -> bool | None:
         return None
@@ -248,7 +321,7 @@ class HeraldWebSocket(asyncio.Protocol):
             self._state = _OPEN
         elif credential:
             try:
-                self.principal = auth.authenticate(credential)
+                self._set_principal(auth.authenticate(credential))
                 self._state = _OPEN
             except Unauthorized as exc:
                 self.close(CLOSE_UNAUTHORIZED, exc.message[:100])
@@ -336,6 +409,62 @@ class HeraldWebSocket(asyncio.Protocol):
     # ---- commands --------------------------------------------------------------------
 
     def _on_text(self, payload: bytes) -> None:
+        if self._state not in (_AUTH, _OPEN):
+            return  # closing: nothing it asks for could be answered
+        bucket = self._bucket
+        if bucket is not None:
+            retry = bucket.take(self.edge.loop.time())
+            if retry:
+                self._rate_limited(retry)
+                return
+            self._limited = 0
+        queue = self._queue
+        if queue or self._blocked():
+            # An earlier command is still running: keep the order (SPEC §4).
+            if queue is None:
+                queue = self._queue = deque()
+            queue.append(payload)
+            if len(queue) > MAX_QUEUED:
+                self.close(CLOSE_POLICY, "too many pending commands")
+            elif len(queue) >= MAX_PENDING:
+                self._update_reading()
+            return
+        self._run(payload)
+
+    def _blocked(self) -> bool:
+        return self._exclusive or self._write_paused or self._inflight >= MAX_INFLIGHT
+
+    def _pump(self) -> None:
+        """Run queued commands until one must be waited for, then re-check reading."""
+        queue = self._queue
+        while queue and not self._blocked() and self._state in (_AUTH, _OPEN):
+            self._run(queue.popleft())
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        if self._state in (_CLOSING, _CLOSED):
+            return
+        queued = len(self._queue) if self._queue else 0
+        pause = self._write_paused or queued >= MAX_PENDING
+        if pause != self._read_paused:
+            self._read_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def _rate_limited(self, retry_after: float) -> None:
+        self._limited += 1
+        if self._limited > MAX_BAD_FRAMES:
+            self.close(CLOSE_POLICY, "rate limit exceeded")
+            return
+        exc = RateLimited(
+            "too many commands; slow down",
+            details={"retry_after_ms": max(1, round(retry_after * 1000))},
+        )
+        self.send_error(None, exc)
+
+    def _run(self, payload: bytes) -> None:
         try:
             cmd = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -377,33 +506,109 @@ class HeraldWebSocket(asyncio.Protocol):
             self.close(CLOSE_POLICY, "too many malformed frames")
 
     def authenticate(self, token: object) -> Principal:
+        """The `auth` command: first credentials, or a fresh token for the same subject.
+
+        A refresh that fails leaves the connection on its current token (it still
+        ends at that token's `exp`); a first `auth` that fails closes it 4401.
+        """
         if not isinstance(token, str):
             raise Unauthorized("'token' must be a string")
+        refresh = self._state == _OPEN and self.node.auth.enabled
         try:
             principal = self.node.auth.authenticate(token)
         except Unauthorized as exc:
-            self.close(CLOSE_UNAUTHORIZED, exc.message[:100])
+            if not refresh:
+                self.close(CLOSE_UNAUTHORIZED, exc.message[:100])
             raise
-        self.principal = principal
+        old = self.principal
+        if refresh and old is not None and principal.sub != old.sub:
+            raise Forbidden("a refreshed token must be for the same subject")
+        self._set_principal(principal)
         if self._state == _AUTH:
             self._state = _OPEN
             if self._close_timer is not None:
                 self._close_timer.cancel()
                 self._close_timer = None
+        elif refresh:
+            self._end_disallowed(principal)
         return principal
+
+    def _set_principal(self, principal: Principal) -> None:
+        """Adopt `principal` and time the connection to its token's `exp`."""
+        self.principal = principal
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if principal.exp is None:
+            return  # API keys never expire
+        left = principal.exp - time.time()
+        warn = left - self.node.settings.token_refresh_window
+        # Later, not now: the handshake sets the principal before the socket is open.
+        self._expiry = self.edge.loop.call_later(max(0.0, warn), self._token_expiring)
+
+    def _token_expiring(self) -> None:
+        principal = self.principal
+        if principal is None or principal.exp is None or self._state not in (_AUTH, _OPEN):
+            return
+        left = principal.exp - time.time()
+        self.send({"op": "token_expiring", "exp": principal.exp, "in_ms": max(0, int(left * 1000))})
+        self._expiry = self.edge.loop.call_later(max(0.0, left), self._token_expired)
+
+    def _token_expired(self) -> None:
+        self._expiry = None
+        self.close(CLOSE_UNAUTHORIZED, "token expired")
+
+    def _end_disallowed(self, principal: Principal) -> None:
+        """End what the refreshed claims no longer allow, each with an error frame:
+        subscriptions (carrying `sub`), and queue consumers when admin was dropped
+        (carrying `queue`)."""
+        hub = self.node.hub
+        for key, pattern in list(hub.patterns_of(self).items()):
+            if not principal.can_subscribe(pattern):
+                hub.unsubscribe(self, key)
+                exc = Forbidden(f"the new token does not allow {pattern!r}")
+                self.send({"op": "error", **exc.to_dict(), "sub": key})
+        if self._consumers and not principal.admin:
+            for queue, consumer in list(self._consumers.items()):
+                del self._consumers[queue]
+                self._spawn_detached(consumer.close())
+                exc = Forbidden("the new token is not an admin token: consuming ends")
+                self.send({"op": "error", **exc.to_dict(), "queue": queue})
 
     def require_principal(self) -> Principal:
         if self.principal is None:
             raise Forbidden("not authenticated")
         return self.principal
 
-    def spawn(self, cmd_id: Any, coro: Coroutine[Any, Any, None]) -> None:
-        """Run an async command; its HeraldError becomes an `error` reply."""
+    def spawn(
+        self, cmd_id: Any, coro: Coroutine[Any, Any, None], *, exclusive: bool = True
+    ) -> None:
+        """Run an async command; its HeraldError becomes an `error` reply.
+
+        An `exclusive` command (one that changes what this socket receives) holds
+        back every later command until it is done; others only count in flight.
+        """
         task = self.edge.loop.create_task(self._guard(cmd_id, coro))
         if self._tasks is None:
             self._tasks = set()
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if exclusive:
+            self._exclusive = True
+        else:
+            self._inflight += 1
+        task.add_done_callback(self._command_done if exclusive else self._inflight_done)
+
+    def _command_done(self, task: asyncio.Task[None]) -> None:
+        if self._tasks is not None:
+            self._tasks.discard(task)
+        self._exclusive = False
+        self._pump()
+
+    def _inflight_done(self, task: asyncio.Task[None]) -> None:
+        if self._tasks is not None:
+            self._tasks.discard(task)
+        self._inflight -= 1
+        self._pump()
 
     async def _guard(self, cmd_id: Any, coro: Coroutine[Any, Any, None]) -> None:
         try:

@@ -74,6 +74,17 @@ class Settings(BaseSettings):
     max_frame_bytes: int = Field(default=1 << 20, ge=1024)
     max_subscriptions_per_connection: int = Field(default=1000, ge=1)
     drain_timeout: float = Field(default=10.0, ge=0)
+    # Sum of filter costs (value combinations, SNS-style) one connection may subscribe
+    # with, and that the process's distinct filters may add up to.
+    max_filter_cost_per_connection: int = Field(default=1500, ge=1)
+    max_filter_cost: int = Field(default=50_000, ge=1)
+    # WebSocket commands per second and burst per connection. None: 1000/s, burst 2000
+    # with auth on (room for a queue worker acking one job at a time), off in dev mode
+    # (no credentials configured); 0 turns it off.
+    ws_command_rate: float | None = Field(default=None, ge=0)
+    ws_command_burst: int | None = Field(default=None, ge=1)
+    # Seconds before a JWT's `exp` that a connection is sent `token_expiring`.
+    token_refresh_window: float = Field(default=30.0, ge=0)
 
     history: Annotated[list[HistoryRule], NoDecode] = Field(default_factory=list)
     min_batch_ms: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
@@ -109,6 +120,18 @@ class Settings(BaseSettings):
     def auth_enabled(self) -> bool:
         return bool(self.jwt_secret or self.jwt_public_key or self.api_keys)
 
+    def command_rate(self) -> tuple[float, int] | None:
+        """(rate, burst) of the per-connection WebSocket command limit, or None (off)."""
+        return self._limit(self.ws_command_rate, self.ws_command_burst)
+
+    def _limit(self, rate: float | None, burst: int | None) -> tuple[float, int] | None:
+        # A rate limit is on by default, except in dev mode; 0 turns it off.
+        if rate is None:
+            rate = 1000.0 if self.auth_enabled else 0.0
+        if rate == 0:
+            return None
+        return rate, burst or max(1, int(rate * 2))
+
     def history_rule(self, topic: str) -> HistoryRule | None:
         """The first history rule whose pattern matches `topic` (SPEC §6)."""
         for rule in self.history:
@@ -130,9 +153,4 @@ class Settings(BaseSettings):
 
     def publish_rate(self) -> tuple[float, int] | None:
         """(rate, burst) of the HTTP publish limit per caller, or None (off)."""
-        rate = self.http_publish_rate
-        if rate is None:
-            rate = 1000.0 if self.auth_enabled else 0.0
-        if rate == 0:
-            return None
-        return rate, self.http_publish_burst or max(1, int(rate * 2))
+        return self._limit(self.http_publish_rate, self.http_publish_burst)

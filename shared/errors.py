@@ -3,6 +3,7 @@
     HeraldError                      code, HTTP status, message, details
     ├── InvalidTopic                 invalid_topic (400)
     ├── InvalidFilter                invalid_filter (400)
+    │   └── FilterCostExceeded       filter_cost_exceeded (400)
     ├── InvalidRequest               invalid_request (400)
     ├── PayloadTooLarge              payload_too_large (413)
     ├── Unauthorized                 unauthorized (401, WS close 4401)
@@ -54,6 +55,12 @@ class InvalidTopic(HeraldError):
 class InvalidFilter(HeraldError):
     code = "invalid_filter"
     status = 400
+
+
+class FilterCostExceeded(InvalidFilter):
+    """The filters of a connection, or of the process, would cost too much to run."""
+
+    code = "filter_cost_exceeded"
 
 
 class InvalidRequest(HeraldError):

@@ -57,13 +57,15 @@ _MAX_IP_TEXT: Final = 64
 class FilterPolicy:
     """A compiled filter policy. Build it with `compile_filter`."""
 
-    __slots__ = ("_check", "canonical", "match_all")
+    __slots__ = ("_check", "canonical", "cost", "match_all")
 
-    def __init__(self, check: _Check | None, canonical: str) -> None:
+    def __init__(self, check: _Check | None, canonical: str, cost: int = 0) -> None:
         self._check = check
         #: Sorted-key compact JSON of the normalized policy; "" for match-all.
         self.canonical: str = canonical
         self.match_all: bool = check is None
+        #: What one match may cost: the policy's value combinations (0 for match-all).
+        self.cost: int = cost
 
     def matches(self, attributes: Mapping[str, Any]) -> bool:
         """Whether a message with these attributes passes the policy."""
@@ -97,12 +99,12 @@ def compile_filter(policy: object) -> FilterPolicy:
         )
     if not policy:
         return MATCH_ALL
-    check, canon, _, _ = _compile_policy(policy, "", 0)
+    check, canon, combos, _ = _compile_policy(policy, "", 0)
     # ensure_ascii keeps the key safe for any store; then len() is also the byte size.
     text = json.dumps(canon, sort_keys=True, separators=(",", ":"))
     if len(text) > MAX_POLICY_BYTES:
         _fail("", f"filter is larger than {MAX_POLICY_BYTES} bytes")
-    return FilterPolicy(check, text)
+    return FilterPolicy(check, text, combos)
 
 
 # --------------------------------------------------------------------------- parsing

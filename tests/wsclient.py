@@ -87,12 +87,7 @@ class RawClient:
         self.buf = b""
 
     def send_json(self, obj: Any) -> None:
-        payload = json.dumps(obj).encode()
-        mask = os.urandom(4)
-        n = len(payload)
-        head = bytes((0x81, 0x80 | n)) if n < 126 else struct.pack("!BBH", 0x81, 0xFE, n)
-        body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(head + mask + body)
+        self.sock.sendall(masked_frame(0x1, json.dumps(obj).encode()))
 
     def read_frames(self, timeout: float = 10.0) -> list[tuple[int, bytes]]:
         """Read until the peer closes (or `timeout`): every complete frame."""
@@ -112,28 +107,41 @@ class RawClient:
         return frames
 
     def _parse(self) -> list[tuple[int, bytes]]:
-        out = []
-        buf = self.buf
-        while len(buf) >= 2:
-            n = buf[1] & 0x7F
-            head = 2
-            if n == 126:
-                if len(buf) < 4:
-                    break
-                n, head = struct.unpack("!H", buf[2:4])[0], 4
-            elif n == 127:
-                if len(buf) < 10:
-                    break
-                n, head = struct.unpack("!Q", buf[2:10])[0], 10
-            if len(buf) < head + n:
-                break
-            out.append((buf[0] & 0x0F, buf[head : head + n]))
-            buf = buf[head + n :]
-        self.buf = buf
+        out, self.buf = parse_frames(self.buf)
         return out
 
     def close(self) -> None:
         self.sock.close()
+
+
+def parse_frames(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """Complete server (unmasked) frames as (opcode, payload), and the rest of `buf`."""
+    out = []
+    while len(buf) >= 2:
+        n = buf[1] & 0x7F
+        head = 2
+        if n == 126:
+            if len(buf) < 4:
+                break
+            n, head = struct.unpack("!H", buf[2:4])[0], 4
+        elif n == 127:
+            if len(buf) < 10:
+                break
+            n, head = struct.unpack("!Q", buf[2:10])[0], 10
+        if len(buf) < head + n:
+            break
+        out.append((buf[0] & 0x0F, buf[head : head + n]))
+        buf = buf[head + n :]
+    return out, buf
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """One final client frame (masked, as RFC 6455 requires of clients)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes((0x80 | opcode, 0x80 | n)) if n < 126 else struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + body
 
 
 def close_code(frames: list[tuple[int, bytes]]) -> int | None:

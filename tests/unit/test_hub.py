@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from fanout.framing import text_frame
-from fanout.hub import Hub, Shape
+from fanout.hub import MAX_CATCH_UP, Hub, Shape
 from fanout.message import Message
 from shared.filters import compile_filter
 
@@ -259,6 +259,19 @@ def test_catch_up_joins_replay_and_live_without_gap_or_duplicate() -> None:
     hub.dispatch(msg("t", 7, offset=7), 0.0)
     hub.flush_immediate()
     assert resuming.ids() == ["7"]
+
+
+def test_catch_up_buffer_is_bounded_and_the_excess_is_reported_lagged() -> None:
+    hub = Hub()
+    s = FakeSink()
+    g = hub.subscribe(s, shape("t"), catch_up=True)
+    for i in range(MAX_CATCH_UP + 7):
+        hub.dispatch(msg("t", i, offset=i + 1), 0.0)
+        hub.flush_immediate()
+    owed = hub.finish_catch_up(s, g.key, [], since=0)
+    assert len(owed) == MAX_CATCH_UP
+    hub.send_lagged_notices()
+    assert s.payloads() == [{"op": "lagged", "sub": g.key, "dropped": 7}]
 
 
 def test_catch_up_with_empty_replay_drops_messages_at_or_before_since() -> None:

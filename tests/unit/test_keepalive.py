@@ -73,3 +73,19 @@ def test_removed_connection_is_never_closed() -> None:
     ka.remove(c)
     run(ka, 5.0, start=1.2)
     assert not c.dead
+
+
+def test_peer_that_talks_but_never_pongs_is_pinged_again_and_dropped_once_silent() -> None:
+    """Liveness never depends on a pong: any frame keeps a peer, silence drops it."""
+    ka = KeepAlive(interval=1.0, timeout=1.0)  # tick 0.2 s
+    c = Conn()
+    ka.add(c)
+    t = 0.0
+    while t < 8.0:  # a frame every 1.4 s (quiet long enough to be pinged), no pong ever
+        t += ka.tick
+        if round(t / ka.tick) % 7 == 0:
+            c.last_seen = t
+        ka.step(t)
+    assert not c.dead and c.pings >= 2  # old code: one ping, then never again
+    run(ka, 12.0, start=t)  # now silent
+    assert c.dead and len(ka) == 0
