@@ -8,9 +8,11 @@ Errors are `HeraldError`s, rendered by the app's exception handler.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response, status
+from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, ConfigDict, Field
 
 from fanout.node import Node
@@ -45,6 +47,16 @@ router = APIRouter(
 
 Scalar = str | int | float | bool
 AttributeValue = Scalar | list[Scalar]
+
+
+def queue_post(
+    path: str, model: type[BaseModel], *codes: int, **kwargs: Any
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """`router.post` for an operation on one queue: tagged `queues`, documenting `model`
+    and the error `codes` it adds to the router's."""
+    return router.post(
+        path, response_model=model, tags=["queues"], responses=errors(*codes), **kwargs
+    )
 
 
 async def queues(request: Request) -> QueueService:
@@ -287,9 +299,7 @@ async def delete_queue(name: str, svc: Queues) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post(
-    "/v1/queues/{name}/purge", response_model=Purged, tags=["queues"], responses=errors(404)
-)
+@queue_post("/v1/queues/{name}/purge", Purged, 404)
 async def purge_queue(name: str, svc: Queues) -> dict[str, Any]:
     return {"purged": await svc.purge(name)}
 
@@ -297,36 +307,20 @@ async def purge_queue(name: str, svc: Queues) -> dict[str, Any]:
 # ---- messages ------------------------------------------------------------------------------
 
 
-@router.post(
-    "/v1/queues/{name}/messages",
-    status_code=201,
-    response_model=SendOut,
-    tags=["queues"],
-    responses=errors(400, 404, 413),
-)
+@queue_post("/v1/queues/{name}/messages", SendOut, 400, 404, 413, status_code=201)
 async def send_message(name: str, msg: SendIn, svc: Queues) -> JSONBytes:
     # The hot routes return their bytes: `response_model` documents the reply, and
     # validating what the service built cost a tenth of a send/receive/ack (issue 14).
     return JSONBytes(await svc.send(name, msg.model_dump(exclude_unset=True)), status_code=201)
 
 
-@router.post(
-    "/v1/queues/{name}/messages/batch",
-    response_model=Results,
-    tags=["queues"],
-    responses=errors(400, 404, 413),
-)
+@queue_post("/v1/queues/{name}/messages/batch", Results, 400, 404, 413)
 async def send_batch(name: str, batch: QueueBatchIn, svc: Queues) -> JSONBytes:
     """Up to 100 entries; one bad entry does not fail the others."""
     return JSONBytes({"results": await svc.send_batch(name, batch.entries)})
 
 
-@router.post(
-    "/v1/queues/{name}/receive",
-    response_model=ReceiveOut,
-    tags=["queues"],
-    responses=errors(400, 404, 413),
-)
+@queue_post("/v1/queues/{name}/receive", ReceiveOut, 400, 404, 413)
 async def receive_messages(
     name: str, svc: Queues, req: Annotated[ReceiveIn | None, Body()] = None
 ) -> JSONBytes:
@@ -336,39 +330,25 @@ async def receive_messages(
     return JSONBytes({"messages": msgs})
 
 
-@router.post(
-    "/v1/queues/{name}/ack",
-    response_model=Results,
-    tags=["queues"],
-    responses=errors(400, 404, 413),
-)
+@queue_post("/v1/queues/{name}/ack", Results, 400, 404, 413)
 async def ack_messages(name: str, req: AckIn, svc: Queues) -> JSONBytes:
     """Delete messages by receipt; per receipt `{receipt, ok}` or `{receipt, error}`."""
     return JSONBytes({"results": await svc.ack(name, req.receipts)})
 
 
-@router.post(
-    "/v1/queues/{name}/nack", response_model=Ok, tags=["queues"], responses=errors(400, 404, 413)
-)
+@queue_post("/v1/queues/{name}/nack", Ok, 400, 404, 413)
 async def nack_message(name: str, req: NackIn, svc: Queues) -> dict[str, Any]:
     await svc.nack(name, req.receipt, req.delay)
     return {"ok": True}
 
 
-@router.post(
-    "/v1/queues/{name}/visibility",
-    response_model=Ok,
-    tags=["queues"],
-    responses=errors(400, 404, 413),
-)
+@queue_post("/v1/queues/{name}/visibility", Ok, 400, 404, 413)
 async def change_visibility(name: str, req: VisibilityIn, svc: Queues) -> dict[str, Any]:
     await svc.change_visibility(name, req.receipt, req.timeout)
     return {"ok": True}
 
 
-@router.post(
-    "/v1/queues/{name}/redrive", response_model=Moved, tags=["queues"], responses=errors(404)
-)
+@queue_post("/v1/queues/{name}/redrive", Moved, 404)
 async def redrive(name: str, svc: Queues) -> dict[str, Any]:
     """Move the dead-lettered messages of queue `name` back to their source queues."""
     return {"moved": await svc.redrive(name)}
