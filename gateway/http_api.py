@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, ConfigDict, Field
 
 from fanout.backplane import PublishOutcome
@@ -133,13 +135,21 @@ NodeDep = Annotated[Node, Depends(get_node)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-@router.post(
-    "/v1/publish",
-    status_code=202,
-    response_model=PublishOut,
-    tags=["topics"],
-    responses=errors(400, *AUTH, 413, 429, 503),
-)
+def publish_post(
+    path: str, model: type[BaseModel]
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """`router.post` for a publish route: 202, tagged `topics`, with the errors of a publish
+    (body, auth, size, rate limit, backplane)."""
+    return router.post(
+        path,
+        status_code=202,
+        response_model=model,
+        tags=["topics"],
+        responses=errors(400, *AUTH, 413, 429, 503),
+    )
+
+
+@publish_post("/v1/publish", PublishOut)
 async def publish(
     request: Request, body: PublishIn, node: NodeDep, principal: PrincipalDep
 ) -> JSONBytes:
@@ -151,13 +161,7 @@ async def publish(
     return JSONBytes(_result(outcome), status_code=202)
 
 
-@router.post(
-    "/v1/publish/batch",
-    status_code=202,
-    response_model=PublishBatchOut,
-    tags=["topics"],
-    responses=errors(400, *AUTH, 413, 429, 503),
-)
+@publish_post("/v1/publish/batch", PublishBatchOut)
 async def publish_batch(
     request: Request, body: PublishBatchIn, node: NodeDep, principal: PrincipalDep
 ) -> JSONBytes:
