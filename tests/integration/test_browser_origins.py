@@ -22,7 +22,7 @@ import websockets
 from playwright.sync_api import Browser, sync_playwright
 from websockets.sync.client import connect
 
-from procs import HeraldServer, free_port
+from procs import HeraldServer, free_port, herald_fixture
 
 pytestmark = pytest.mark.integration
 
@@ -78,11 +78,7 @@ def page_server() -> Iterator[None]:
     thread.join(5)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[HeraldServer]:
-    s = HeraldServer(env={"HERALD_API_KEYS": KEY, "HERALD_ALLOWED_ORIGINS": ALLOWED}).start()
-    yield s
-    s.stop()
+server = herald_fixture({"HERALD_API_KEYS": KEY, "HERALD_ALLOWED_ORIGINS": ALLOWED})
 
 
 @pytest.fixture(scope="module")

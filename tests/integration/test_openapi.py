@@ -20,7 +20,7 @@ import httpx
 import jwt
 import pytest
 
-from procs import ROOT, HeraldServer
+from procs import ROOT, HeraldServer, herald_fixture
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +28,7 @@ SECRET = "openapi-test-secret-of-at-least-32-bytes"
 KEY = "openapi-test-key"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[HeraldServer]:
-    s = HeraldServer(env={"HERALD_API_KEYS": KEY, "HERALD_JWT_SECRET": SECRET}).start()
-    yield s
-    s.stop()
+server = herald_fixture({"HERALD_API_KEYS": KEY, "HERALD_JWT_SECRET": SECRET})
 
 
 @pytest.fixture(scope="module")

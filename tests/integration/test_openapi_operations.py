@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -13,13 +12,6 @@ from websockets.sync.client import connect
 from procs import MS, HeraldServer, RedisServer, running
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[HeraldServer]:
-    s = HeraldServer().start()
-    yield s
-    s.stop()
 
 
 def test_get_ws_without_upgrade_is_426_with_a_hint(server: HeraldServer) -> None:
