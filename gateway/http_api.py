@@ -60,9 +60,12 @@ class PublishBatchIn(BaseModel):
 
     def items(self) -> list[Any]:
         """The batch's messages, from `entries` or the deprecated `messages`."""
-        if self.entries is not None and self.messages is not None:
+        # Read past the attribute: pydantic warns on every access to a deprecated field,
+        # and accepting the old name is this method's job.
+        old: list[Any] | None = self.__dict__["messages"]
+        if self.entries is not None and old is not None:
             raise InvalidRequest("send 'entries' only ('messages' is its deprecated name)")
-        items = self.entries if self.entries is not None else self.messages
+        items = self.entries if self.entries is not None else old
         if not items:
             raise InvalidRequest(f"'entries' must hold 1 to {MAX_BATCH} messages")
         return items

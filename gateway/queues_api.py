@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from fanout.node import Node
 from fanout.queues import QueueService
 from fanout.queues.model import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -34,6 +35,7 @@ from fanout.queues.model import (
 from gateway.bodies import StrictJSONRoute
 from gateway.deps import get_node, require_admin
 from gateway.openapi import AUTH, errors
+from gateway.responses import JSONBytes
 from shared.errors import BackplaneUnavailable, InvalidRequest
 
 # Every route authenticates (401/403) and needs the queue store (503).
@@ -47,7 +49,12 @@ AttributeValue = Scalar | list[Scalar]
 
 async def queues(request: Request) -> QueueService:
     """The node's queue service (503 when this node runs without one)."""
-    svc: QueueService | None = (await get_node(request)).queues
+    return queue_service(await get_node(request))
+
+
+def queue_service(node: Node) -> QueueService:
+    """`queues` for a node at hand (the fast path's too)."""
+    svc: QueueService | None = node.queues
     if svc is None:
         raise BackplaneUnavailable("queues are not enabled on this node")
     return svc
@@ -297,8 +304,10 @@ async def purge_queue(name: str, svc: Queues) -> dict[str, Any]:
     tags=["queues"],
     responses=errors(400, 404, 413),
 )
-async def send_message(name: str, msg: SendIn, svc: Queues) -> dict[str, Any]:
-    return await svc.send(name, msg.model_dump(exclude_unset=True))
+async def send_message(name: str, msg: SendIn, svc: Queues) -> JSONBytes:
+    # The hot routes return their bytes: `response_model` documents the reply, and
+    # validating what the service built cost a tenth of a send/receive/ack (issue 14).
+    return JSONBytes(await svc.send(name, msg.model_dump(exclude_unset=True)), status_code=201)
 
 
 @router.post(
@@ -307,9 +316,9 @@ async def send_message(name: str, msg: SendIn, svc: Queues) -> dict[str, Any]:
     tags=["queues"],
     responses=errors(400, 404, 413),
 )
-async def send_batch(name: str, batch: QueueBatchIn, svc: Queues) -> dict[str, Any]:
+async def send_batch(name: str, batch: QueueBatchIn, svc: Queues) -> JSONBytes:
     """Up to 100 entries; one bad entry does not fail the others."""
-    return {"results": await svc.send_batch(name, batch.entries)}
+    return JSONBytes({"results": await svc.send_batch(name, batch.entries)})
 
 
 @router.post(
@@ -320,11 +329,11 @@ async def send_batch(name: str, batch: QueueBatchIn, svc: Queues) -> dict[str, A
 )
 async def receive_messages(
     name: str, svc: Queues, req: Annotated[ReceiveIn | None, Body()] = None
-) -> dict[str, Any]:
+) -> JSONBytes:
     """Claim visible messages, long-polling up to `wait` seconds."""
     r = req or ReceiveIn()
     msgs = await svc.receive(name, max=r.max, wait=r.wait, visibility_timeout=r.visibility_timeout)
-    return {"messages": msgs}
+    return JSONBytes({"messages": msgs})
 
 
 @router.post(
@@ -333,9 +342,9 @@ async def receive_messages(
     tags=["queues"],
     responses=errors(400, 404, 413),
 )
-async def ack_messages(name: str, req: AckIn, svc: Queues) -> dict[str, Any]:
+async def ack_messages(name: str, req: AckIn, svc: Queues) -> JSONBytes:
     """Delete messages by receipt; per receipt `{receipt, ok}` or `{receipt, error}`."""
-    return {"results": await svc.ack(name, req.receipts)}
+    return JSONBytes({"results": await svc.ack(name, req.receipts)})
 
 
 @router.post(
