@@ -390,6 +390,7 @@ class Node:
             "batches": s.batches,
             "slow_disconnects": s.slow_disconnects,
             "lagged_notices": s.lagged_notices,
+            "publish_flush_seconds": s.publish_flush.snapshot(),
             "backplane": self.backplane.stats(),
         }
 

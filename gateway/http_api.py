@@ -116,6 +116,10 @@ class StatsOut(BaseModel):
     batches: int
     slow_disconnects: int
     lagged_notices: int
+    publish_flush_seconds: dict[str, Any] = Field(
+        description="count, sum and cumulative buckets by le, as the herald_publish_flush_seconds"
+        " histogram in /metrics"
+    )
     backplane: dict[str, int] = Field(description="as herald_backplane_<name> in /metrics")
     queues: dict[str, dict[str, Any]] | None = Field(
         default=None, description="per queue, as herald_queue_<name>{queue=...} in /metrics"

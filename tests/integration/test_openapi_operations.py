@@ -9,6 +9,7 @@ import pytest
 import websockets
 from websockets.sync.client import connect
 
+import wsclient
 from procs import MS, HeraldServer, RedisServer, running
 
 pytestmark = pytest.mark.integration
@@ -46,6 +47,29 @@ def test_metrics_have_latency_histograms_and_process_metrics(server: HeraldServe
     assert ('herald_http_request_duration_seconds_count{method="GET",'
             'route="/v1/queues/{name}",status="404"} 1.0') in text
 
+
+
+def _flush_count(server: HeraldServer) -> float:
+    for line in httpx.get(server.http + "/metrics").text.splitlines():
+        if line.startswith("herald_publish_flush_seconds_count "):
+            return float(line.split()[1])
+    raise AssertionError("no herald_publish_flush_seconds histogram in /metrics")
+
+
+async def test_publish_to_flush_histogram_counts_flushed_batches(server: HeraldServer) -> None:
+    before = _flush_count(server)
+    ws = await wsclient.connect(server.ws)
+    await wsclient.subscribe(ws, "flush.t")
+    async with httpx.AsyncClient() as c:
+        r = await c.post(server.http + "/v1/publish", json={"topic": "flush.t", "data": 1})
+        assert r.status_code == 202
+    assert (await wsclient.recv_json(ws))["op"] == "msgs"
+    await ws.close()
+    assert _flush_count(server) >= before + 1
+    metrics = httpx.get(server.http + "/metrics").text
+    assert 'herald_publish_flush_seconds_bucket{le="+Inf"}' in metrics
+    stats = httpx.get(server.http + "/v1/stats").json()["publish_flush_seconds"]
+    assert stats["count"] >= before + 1 and stats["buckets"]["+Inf"] == stats["count"]
 
 def test_topic_batch_takes_entries_and_deprecated_messages(server: HeraldServer) -> None:
     for field in ("entries", "messages"):
