@@ -52,8 +52,9 @@ def msg(topic: str, i: int | str, offset: int | None = None, **attrs: object) ->
     return m.with_offset(offset) if offset is not None else m
 
 
-def shape(pattern: str, flt: object = None, batch_ms: int = 0, mode: str = "all",
-          key: str | None = None) -> Shape:
+def shape(
+    pattern: str, flt: object = None, batch_ms: int = 0, mode: str = "all", key: str | None = None
+) -> Shape:
     return Shape(pattern, compile_filter(flt), batch_ms, mode, key)  # type: ignore[arg-type]
 
 
@@ -89,8 +90,14 @@ def test_filter_and_wildcards_deliver_exactly_matching_in_order() -> None:
     s = FakeSink()
     hub.subscribe(s, shape("game.>", {"gameId": ["1", "2"]}))
     for i, (topic, gid) in enumerate(
-        [("game.1.score", "1"), ("game.3.score", "3"), ("other.1", "1"), ("game.2", "2"),
-         ("game", "1"), ("game.1.a.b", "1")]
+        [
+            ("game.1.score", "1"),
+            ("game.3.score", "3"),
+            ("other.1", "1"),
+            ("game.2", "2"),
+            ("game", "1"),
+            ("game.1.a.b", "1"),
+        ]
     ):
         hub.dispatch(msg(topic, i, gameId=gid), 0.0)
     hub.flush_immediate()
@@ -316,4 +323,3 @@ def test_publish_flush_latency_is_observed_once_per_flushed_batch() -> None:
     hub.flush_due(2.0)
     assert hist.count == 2 and hist.snapshot()["buckets"]["0.0005"] == 1
     assert hist.sum == pytest.approx(0.13)
-
