@@ -60,6 +60,40 @@ def endpoint_label(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+def sns_headers(sub: QueueSubscription, kind: str, msg_id: str) -> dict[str, str]:
+    """The `x-amz-sns-*` headers SNS sends an http(s) endpoint (SNS API subscriptions)."""
+    opts = sub.options or {}
+    out = {
+        "Content-Type": "text/plain; charset=UTF-8",
+        "x-amz-sns-message-type": kind,
+        "x-amz-sns-message-id": msg_id,
+        "x-amz-sns-topic-arn": str(opts.get("topic_arn", "")),
+    }
+    if kind == "Notification":
+        out["x-amz-sns-subscription-arn"] = str(opts.get("subscription_arn", ""))
+    return out
+
+
+def sns_confirmation(sub: QueueSubscription, confirm_url: str) -> bytes:
+    """The SNS SubscriptionConfirmation message (unsigned, like every Herald envelope)."""
+    opts = sub.options or {}
+    return orjson.dumps(
+        {
+            "Type": "SubscriptionConfirmation",
+            "MessageId": sub.id,
+            "Token": (sub.webhook or {}).get("token"),
+            "TopicArn": opts.get("topic_arn", ""),
+            "Message": f"You have chosen to subscribe to the topic {opts.get('topic_arn', '')}."
+            " To confirm the subscription, visit the SubscribeURL included in this message.",
+            "SubscribeURL": confirm_url,
+            "Timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+            "SignatureVersion": "1",
+            "Signature": "",
+            "SigningCertURL": "",
+        }
+    )
+
+
 @dataclass(slots=True)
 class HookStats:
     """Counters of one subscription in this process."""
@@ -178,9 +212,16 @@ class WebhookDispatcher:
         hook = sub.webhook or {}
         policy = DeliveryPolicy(**hook["delivery_policy"])
         envelope = msg["body"]
-        body = orjson.dumps(envelope.get("data") if hook.get("raw") else envelope)
-        msg_id = str(envelope.get("id", msg["id"]))
-        headers = signed_headers(hook["secret"], msg_id, body, "Notification")
+        if sub.options is not None:
+            # SNS API subscription: fan-out already made the SNS envelope (or raw text).
+            body = str(envelope).encode()
+            msg_id = msg["id"]
+            headers = signed_headers(hook["secret"], msg_id, body, "Notification")
+            headers |= sns_headers(sub, "Notification", msg_id)
+        else:
+            body = orjson.dumps(envelope.get("data") if hook.get("raw") else envelope)
+            msg_id = str(envelope.get("id", msg["id"]))
+            headers = signed_headers(hook["secret"], msg_id, body, "Notification")
         headers["Herald-Subscription-Id"] = sub.id
         headers["Herald-Attempt"] = str(msg["receive_count"])
         status, error = await self._post(hook["endpoint"], body, headers)
@@ -188,7 +229,7 @@ class WebhookDispatcher:
         stats = self.stats.setdefault(sub.id, HookStats(endpoint_label(hook["endpoint"])))
         if outcome.action == "ack":
             stats.delivered += 1
-            ts = envelope.get("ts")
+            ts = envelope.get("ts") if isinstance(envelope, dict) else None
             if isinstance(ts, int):
                 stats.latency_sum_s += max(time.time() - ts / 1000, 0.0)
             await self.queues.ack(sub.queue, [msg["receipt"]])
@@ -223,18 +264,23 @@ class WebhookDispatcher:
         """POST the SNS-style SubscriptionConfirmation (retried with the policy's delays)."""
         sub = await self.queues.get_subscription(sub_id)
         hook = sub.webhook or {}
-        body = orjson.dumps(
-            {
-                "type": "SubscriptionConfirmation",
-                "subscription_id": sub.id,
-                "topic": sub.topic,
-                "token": hook.get("token"),
-                "confirm_url": confirm_url,
-            }
-        )
+        if sub.options is not None:
+            body = sns_confirmation(sub, confirm_url)
+        else:
+            body = orjson.dumps(
+                {
+                    "type": "SubscriptionConfirmation",
+                    "subscription_id": sub.id,
+                    "topic": sub.topic,
+                    "token": hook.get("token"),
+                    "confirm_url": confirm_url,
+                }
+            )
         policy = DeliveryPolicy(**hook["delivery_policy"])
         for attempt in range(1, policy.max_attempts + 1):
             headers = signed_headers(hook["secret"], sub.id, body, "SubscriptionConfirmation")
+            if sub.options is not None:
+                headers |= sns_headers(sub, "SubscriptionConfirmation", sub.id)
             status, error = await self._post(hook["endpoint"], body, headers)
             outcome = classify(status, error, attempt, policy)
             if outcome.action != "retry":

@@ -483,10 +483,8 @@ class QueueService(abc.ABC):
         if not secrets.compare_digest(hook["token"], token):
             raise InvalidRequest("wrong confirmation token", code="invalid_token")
         if not hook.get("confirmed"):
-            confirmed = QueueSubscription(
-                sub.id, sub.topic, sub.queue, sub.filter_policy, sub.created_at,
-                hook | {"confirmed": True},
-            )  # fmt: skip
+            # replace(): an SNS subscription keeps its options.
+            confirmed = dataclasses.replace(sub, webhook=hook | {"confirmed": True})
             await self._replace_subscription(confirmed)
             self._install_subscriptions(await self._load_subscriptions())
             sub = confirmed

@@ -8,6 +8,7 @@ CreateTopic records the topic in the queue store's registry, for ListTopics.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import fnmatch
@@ -35,6 +36,8 @@ NAMESPACE = "http://sns.amazonaws.com/doc/2010-03-31/"
 MAX_BATCH = 10
 PAGE = 100
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9_-]{1,256}")
+# Confirmation POSTs in flight (held so they are not garbage-collected mid-way).
+_background: set[asyncio.Task[None]] = set()
 _SUB_ATTRIBUTES = {
     "FilterPolicy",
     "FilterPolicyScope",
@@ -389,11 +392,13 @@ class SnsApi:
         name, _ = await self._existing_topic(arn, caller)
         protocol = _param(params, "Protocol").lower()
         endpoint = params.get("Endpoint", "")
+        if protocol in ("http", "https"):
+            return await self._subscribe_webhook(arn, name, protocol, endpoint, params, caller)
         if protocol != "sqs":
             raise AwsError(
                 "InvalidParameter",
-                f"Invalid parameter: Protocol: Herald delivers SNS to 'sqs' endpoints only "
-                f"(not {protocol!r}); see docs/aws.md",
+                f"Invalid parameter: Protocol: Herald delivers SNS to 'sqs', 'http' and "
+                f"'https' endpoints only (not {protocol!r}); see docs/aws.md",
             )
         parts = endpoint.split(":")
         if len(parts) != 6 or parts[:3] != ["arn", "aws", "sqs"]:
@@ -431,22 +436,102 @@ class SnsApi:
         await self.queues.update_subscription(sub["id"], policy, options)
         return {"SubscriptionArn": sub_arn}
 
+    async def _subscribe_webhook(
+        self,
+        arn: str,
+        name: str,
+        protocol: str,
+        endpoint: str,
+        params: dict[str, str],
+        caller: Caller,
+    ) -> dict[str, Any]:
+        """An http(s) subscription: a Herald webhook subscription that delivers SNS
+        envelopes and is confirmed with ConfirmSubscription (or the confirm URL)."""
+        if not endpoint.lower().startswith(protocol + "://"):
+            raise AwsError("InvalidParameter", f"Invalid parameter: Endpoint must match {protocol}")
+        attrs = _entries(params, "Attributes.entry", "key", "value")
+        self._check_sub_attributes(attrs)
+        policy = self._filter(attrs)
+        for sub in await self._sns_subs():
+            opts = sub["options"]
+            if opts.get("topic_arn") == arn and opts.get("endpoint") == endpoint:
+                return {"SubscriptionArn": self._shown_arn(sub)}
+        out = await self.queues.create_webhook_subscription(
+            name, endpoint, policy, **self._hook_settings(attrs), confirm=True
+        )
+        sub_arn = self._sub_arn(arn, out["id"])
+        options = {
+            "attributes": attrs,
+            "topic_arn": arn,
+            "subscription_arn": sub_arn,
+            "endpoint": endpoint,
+            "protocol": protocol,
+            "unsubscribe_url": (f"{caller.base_url}/?Action=Unsubscribe&SubscriptionArn={sub_arn}"),
+        }
+        await self.queues.update_subscription(out["id"], policy, options)
+        webhooks = self.node.webhooks
+        if webhooks is not None:
+            webhooks.changed()
+            token = out["token"]
+            # SubscribeURL: the native confirm route, which needs no AWS signature.
+            root = caller.base_url.removesuffix("/aws")
+            confirm_url = f"{root}/v1/subscriptions/{out['id']}/confirm?token={token}"
+            task = asyncio.create_task(webhooks.send_confirmation(out["id"], confirm_url))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+        return {"SubscriptionArn": "pending confirmation"}
+
+    def _hook_settings(self, attrs: Mapping[str, str]) -> dict[str, Any]:
+        """DeliveryPolicy and RedrivePolicy as webhook settings (raw stays off: the SNS
+        payload, raw or not, is made at fan-out by sns_delivery)."""
+        out: dict[str, Any] = {}
+        if attrs.get("DeliveryPolicy"):
+            policy = orjson.loads(attrs["DeliveryPolicy"])
+            # A topic-style policy nests the http one under "http".
+            if isinstance(policy, dict) and isinstance(policy.get("http"), dict):
+                policy = policy["http"]
+            out["delivery_policy"] = policy
+        if attrs.get("RedrivePolicy"):
+            redrive = orjson.loads(attrs["RedrivePolicy"])
+            target = redrive.get("deadLetterTargetArn") if isinstance(redrive, dict) else None
+            parts = target.split(":") if isinstance(target, str) else []
+            if len(parts) != 6 or parts[:3] != ["arn", "aws", "sqs"]:
+                raise AwsError("InvalidParameter", "Invalid parameter: RedrivePolicy")
+            out["dead_letter"] = {"queue": parts[5]}
+        return out
+
+    def _shown_arn(self, sub: Mapping[str, Any]) -> str:
+        """The ARN as SNS shows it: "PendingConfirmation" until confirmed."""
+        if sub.get("status") == "pending_confirmation":
+            return "PendingConfirmation"
+        return str(sub["options"]["subscription_arn"])
+
     async def _AUnsubscribe(self, params: dict[str, str], caller: Caller) -> None:
         sub = await self._sub(_param(params, "SubscriptionArn"), caller)
         await self.queues.delete_subscription(sub["id"])
 
-    async def _AConfirmSubscription(self, params: dict[str, str], caller: Caller) -> None:
-        _param(params, "TopicArn")
-        _param(params, "Token")
-        # sqs subscriptions need no confirmation; there is nothing to confirm.
+    async def _AConfirmSubscription(self, params: dict[str, str], caller: Caller) -> dict[str, Any]:
+        arn = _param(params, "TopicArn")
+        token = _param(params, "Token")
+        self._topic_name(arn, caller)
+        for sub in await self._sns_subs():
+            if sub["options"].get("topic_arn") != arn or sub.get("status") is None:
+                continue  # sqs subscriptions need no confirmation
+            try:
+                await self.queues.confirm_subscription(sub["id"], token)
+            except HeraldError:
+                continue  # another subscription's token
+            if self.node.webhooks is not None:
+                self.node.webhooks.changed()
+            return {"SubscriptionArn": sub["options"]["subscription_arn"]}
         raise AwsError("InvalidParameter", "Invalid token")
 
     def _sub_summary(self, sub: Mapping[str, Any]) -> dict[str, str]:
         opts = sub["options"]
         return {
-            "SubscriptionArn": opts["subscription_arn"],
+            "SubscriptionArn": self._shown_arn(sub),
             "Owner": self.account,
-            "Protocol": "sqs",
+            "Protocol": opts.get("protocol", "sqs"),
             "Endpoint": opts["endpoint"],
             "TopicArn": opts["topic_arn"],
         }
@@ -489,7 +574,7 @@ class SnsApi:
             **{k: v for k, v in summary.items() if k != "Endpoint"},
             "Endpoint": summary["Endpoint"],
             "ConfirmationWasAuthenticated": "true",
-            "PendingConfirmation": "false",
+            "PendingConfirmation": str(sub.get("status") == "pending_confirmation").lower(),
             "RawMessageDelivery": "false",
             **(sub["options"].get("attributes") or {}),
         }
