@@ -69,9 +69,7 @@ node:
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check shared fanout gateway
-# TODO(issue 10): enable once tests/ and loadtest/ have had their one `ruff format` pass.
-#	$(BIN)/ruff format --check tests loadtest
+	$(BIN)/ruff format --check shared fanout gateway tests loadtest clients/python
 
 # Strict over the product (pyproject.toml), then lenient over tests/ and loadtest/.
 typecheck: install

@@ -172,11 +172,17 @@ class Node:
     def new_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"
 
-    def prepare(self, entry: Mapping[str, Any], principal: Principal) -> PublishItem:
-        """Validate one publish input (docs/protocol.md, Messages) and encode its envelope once."""
+    def prepare(
+        self, entry: Mapping[str, Any], principal: Principal, *, values_checked: bool = False
+    ) -> PublishItem:
+        """Validate one publish input (docs/protocol.md, Messages) and encode its envelope once.
+
+        `values_checked`: the caller ran `check_fields(entry)` already (an HTTP body).
+        """
         if not isinstance(entry, Mapping):
             raise InvalidRequest("a message must be a JSON object")
-        check_fields(entry)  # encodable, finite, at most MAX_DEPTH deep: deliverable
+        if not values_checked:
+            check_fields(entry)  # encodable, finite, at most MAX_DEPTH deep: deliverable
         topic = validate_topic(entry.get("topic"))
         principal.check_publish(topic)
         attributes = entry.get("attributes") or {}
@@ -201,7 +207,11 @@ class Node:
         return PublishItem(msg, rule, idempotent=given is not None)
 
     async def publish(
-        self, entries: list[Mapping[str, Any]], principal: Principal
+        self,
+        entries: list[Mapping[str, Any]],
+        principal: Principal,
+        *,
+        values_checked: bool = False,
     ) -> list[PublishOutcome | HeraldError]:
         """Publish each entry; a bad entry gets its error and does not fail the rest.
 
@@ -214,7 +224,7 @@ class Node:
         slots: list[int] = []
         for entry in entries:
             try:
-                items.append(self.prepare(entry, principal))
+                items.append(self.prepare(entry, principal, values_checked=values_checked))
             except HeraldError as exc:
                 results.append(exc)
             else:
@@ -380,6 +390,7 @@ class Node:
             "batches": s.batches,
             "slow_disconnects": s.slow_disconnects,
             "lagged_notices": s.lagged_notices,
+            "publish_flush_seconds": s.publish_flush.snapshot(),
             "backplane": self.backplane.stats(),
         }
 

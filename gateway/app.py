@@ -25,6 +25,7 @@ from gateway.aws.endpoint import router as aws_router
 from gateway.client_js import router as client_js_router
 from gateway.commands import HANDLERS
 from gateway.edge import Edge
+from gateway.fastpath import PublishFastPath
 from gateway.http_api import router
 from gateway.metrics import RequestTimer, Telemetry
 from gateway.openapi import install_openapi
@@ -267,11 +268,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(queues_router)
     app.include_router(confirm_router)
     app.include_router(aws_router)  # SQS and SNS on POST / and /aws (docs/aws.md)
-    # A batch of 500 messages at the size limit, plus JSON overhead.
-    limit = max(settings.max_message_bytes * 501, 4 << 20)
     # The last added is the outermost: every answer, even a 413, carries CORS headers.
     app.add_middleware(JsonBodies)
-    app.add_middleware(BodyLimit, limit=limit)
+    app.add_middleware(BodyLimit, limit=body_limit(settings))
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.origins,
@@ -283,3 +282,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestTimer, telemetry=telemetry)
     return app
+
+
+def body_limit(settings: Settings) -> int:
+    """The largest request body: a batch of 500 messages at the size limit, plus JSON."""
+    return max(settings.max_message_bytes * 501, 4 << 20)
+
+
+def create_asgi_app(settings: Settings | None = None) -> ASGIApp:
+    """What uvicorn serves: the FastAPI app behind the publish fast path."""
+    settings = settings or Settings()
+    return PublishFastPath(create_app(settings), body_limit(settings))

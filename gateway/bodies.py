@@ -20,7 +20,7 @@ from shared.jsonvalue import parse_http_body
 
 # Batch routes: their entries are checked one by one, so one bad entry gets its
 # own error instead of failing the batch.
-_BATCH_KEYS = ("entries", "messages")
+BATCH_KEYS = ("entries", "messages")
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -37,7 +37,7 @@ class StrictJSONRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        batch_keys = _BATCH_KEYS if self.path.endswith("/batch") else ()
+        batch_keys = BATCH_KEYS if self.path.endswith("/batch") else ()
 
         async def strict(request: Request) -> Response:
             raw = await request.body()  # PayloadTooLarge here is a 413, not a 400

@@ -6,6 +6,7 @@ A handler runs synchronously inside `data_received`; anything that must await
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fanout.hub import Shape
@@ -228,18 +229,29 @@ def ack(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
     conn.spawn(cmd.get("id"), run(), exclusive=False)
 
 
+def _settle(
+    conn: HeraldWebSocket,
+    cmd: dict[str, Any],
+    receipt: str,
+    call: Callable[[Any], Awaitable[object]],
+    reply: str,
+) -> None:
+    """Run `call` on the consumer holding `receipt`, then answer `reply`."""
+    consumer = _consumer_for(conn, cmd, receipt)
+
+    async def run() -> None:
+        await call(consumer)
+        _reply(conn, cmd, reply)
+
+    conn.spawn(cmd.get("id"), run(), exclusive=False)
+
+
 def nack(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
     receipt = cmd.get("receipt")
     delay = cmd.get("delay", 0)
     if not isinstance(receipt, str):
         raise InvalidRequest("'receipt' is required")
-    consumer = _consumer_for(conn, cmd, receipt)
-
-    async def run() -> None:
-        await consumer.nack(receipt, delay)
-        _reply(conn, cmd, "nacked")
-
-    conn.spawn(cmd.get("id"), run(), exclusive=False)
+    _settle(conn, cmd, receipt, lambda consumer: consumer.nack(receipt, delay), "nacked")
 
 
 def extend(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
@@ -247,13 +259,7 @@ def extend(conn: HeraldWebSocket, cmd: dict[str, Any]) -> None:
     timeout = cmd.get("visibility_timeout")
     if not isinstance(receipt, str) or not isinstance(timeout, int | float):
         raise InvalidRequest("'receipt' and 'visibility_timeout' are required")
-    consumer = _consumer_for(conn, cmd, receipt)
-
-    async def run() -> None:
-        await consumer.extend(receipt, timeout)
-        _reply(conn, cmd, "extended")
-
-    conn.spawn(cmd.get("id"), run(), exclusive=False)
+    _settle(conn, cmd, receipt, lambda consumer: consumer.extend(receipt, timeout), "extended")
 
 
 HANDLERS: dict[str, Handler] = {

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, ConfigDict, Field
 
 from fanout.backplane import PublishOutcome
@@ -60,9 +62,12 @@ class PublishBatchIn(BaseModel):
 
     def items(self) -> list[Any]:
         """The batch's messages, from `entries` or the deprecated `messages`."""
-        if self.entries is not None and self.messages is not None:
+        # Read past the attribute: pydantic warns on every access to a deprecated field,
+        # and accepting the old name is this method's job.
+        old: list[Any] | None = self.__dict__["messages"]
+        if self.entries is not None and old is not None:
             raise InvalidRequest("send 'entries' only ('messages' is its deprecated name)")
-        items = self.entries if self.entries is not None else self.messages
+        items = self.entries if self.entries is not None else old
         if not items:
             raise InvalidRequest(f"'entries' must hold 1 to {MAX_BATCH} messages")
         return items
@@ -111,6 +116,10 @@ class StatsOut(BaseModel):
     batches: int
     slow_disconnects: int
     lagged_notices: int
+    publish_flush_seconds: dict[str, Any] = Field(
+        description="count, sum and cumulative buckets by le, as the herald_publish_flush_seconds"
+        " histogram in /metrics"
+    )
     backplane: dict[str, int] = Field(description="as herald_backplane_<name> in /metrics")
     queues: dict[str, dict[str, Any]] | None = Field(
         default=None, description="per queue, as herald_queue_<name>{queue=...} in /metrics"
@@ -130,13 +139,21 @@ NodeDep = Annotated[Node, Depends(get_node)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-@router.post(
-    "/v1/publish",
-    status_code=202,
-    response_model=PublishOut,
-    tags=["topics"],
-    responses=errors(400, *AUTH, 413, 429, 503),
-)
+def publish_post(
+    path: str, model: type[BaseModel]
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """`router.post` for a publish route: 202, tagged `topics`, with the errors of a publish
+    (body, auth, size, rate limit, backplane)."""
+    return router.post(
+        path,
+        status_code=202,
+        response_model=model,
+        tags=["topics"],
+        responses=errors(400, *AUTH, 413, 429, 503),
+    )
+
+
+@publish_post("/v1/publish", PublishOut)
 async def publish(
     request: Request, body: PublishIn, node: NodeDep, principal: PrincipalDep
 ) -> JSONBytes:
@@ -148,13 +165,7 @@ async def publish(
     return JSONBytes(_result(outcome), status_code=202)
 
 
-@router.post(
-    "/v1/publish/batch",
-    status_code=202,
-    response_model=PublishBatchOut,
-    tags=["topics"],
-    responses=errors(400, *AUTH, 413, 429, 503),
-)
+@publish_post("/v1/publish/batch", PublishBatchOut)
 async def publish_batch(
     request: Request, body: PublishBatchIn, node: NodeDep, principal: PrincipalDep
 ) -> JSONBytes:

@@ -11,7 +11,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -78,6 +83,14 @@ class _Snapshot(Collector):
                 kind, doc = FIELDS.get(key, ("gauge", key.replace("_", " ")))
                 family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
                 yield family(f"herald_{key}", doc, value=float(value))
+        flush = self.stats.get("publish_flush_seconds")
+        if flush is not None:
+            yield HistogramMetricFamily(
+                "herald_publish_flush_seconds",
+                "Publish (message ts) to flush to sockets, per batch's oldest message",
+                buckets=[(le, float(n)) for le, n in flush["buckets"].items()],
+                sum_value=flush["sum"],
+            )
         for name, value in self.stats.get("backplane", {}).items():
             yield CounterMetricFamily(f"herald_backplane_{name}", f"Backplane {name}", value=value)
         svc = self.node.queues

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from fastapi import Request
+from starlette.datastructures import State
 
 from fanout.node import Node
 from shared.auth import Principal
@@ -50,15 +51,19 @@ class PublishLimiter:
 
 
 def check_publish_rate(request: Request, node: Node, principal: Principal, cost: int) -> None:
-    """Charge `cost` messages to the caller, or raise `RateLimited` (429 + Retry-After).
+    """Charge `cost` messages to the caller, or raise `RateLimited` (429 + Retry-After)."""
+    charge_publish(request.app.state, node, principal, cost)
 
-    The limiter is built on first use from the node's settings (None: no limit).
+
+def charge_publish(state: State, node: Node, principal: Principal, cost: int) -> None:
+    """`check_publish_rate` for the app whose `state` holds the limiter (the fast path).
+
+    The limiter is built on first use from the node's settings; "no limit" is kept too
+    (`False`), so an unlimited publish costs one attribute read (issue 14).
     """
-    state = request.app.state
-    limiter: PublishLimiter | None = getattr(state, "publish_limiter", None)
-    if limiter is None:
+    limiter: PublishLimiter | bool = getattr(state, "publish_limiter", True)
+    if limiter is True:
         limits = node.settings.publish_rate()
-        if limits is None:
-            return
-        limiter = state.publish_limiter = PublishLimiter(*limits)
-    limiter.check(principal.sub, cost, time.monotonic())
+        limiter = state.publish_limiter = PublishLimiter(*limits) if limits else False
+    if isinstance(limiter, PublishLimiter):
+        limiter.check(principal.sub, cost, time.monotonic())

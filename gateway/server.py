@@ -16,7 +16,7 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
-from gateway.app import create_app
+from gateway.app import create_asgi_app
 from gateway.httpproto import HeraldHttp
 from gateway.wsproto import HeraldWebSocket
 from shared.config import Settings, redact
@@ -71,7 +71,7 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 def build_config(settings: Settings) -> uvicorn.Config:
     """uvicorn settings: Herald's `http=` and `ws=` classes, uvloop, bounded drain."""
-    return uvicorn.Config(create_app(settings), **_uvicorn_options(settings))
+    return uvicorn.Config(create_asgi_app(settings), **_uvicorn_options(settings))
 
 
 def load_settings(overrides: dict[str, Any]) -> Settings:
@@ -166,7 +166,7 @@ def run(overrides: dict[str, Any]) -> None:
     for name, value in overrides.items():
         os.environ[f"HERALD_{name.upper()}"] = str(value)
     uvicorn.run(
-        "gateway.app:create_app",
+        "gateway.app:create_asgi_app",
         factory=True,
         workers=settings.workers,
         **_uvicorn_options(settings),

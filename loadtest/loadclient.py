@@ -63,6 +63,7 @@ PATHS = {
     "floor": "/ws",
     "socketio": "/socket.io/?EIO=4&transport=websocket",
     "nats": "/",
+    "http": "/v1/publish",  # the publisher only: Herald's HTTP publish, pipelined
 }
 
 

@@ -246,6 +246,7 @@ class HeraldServer(_Process):
     ready_path: str = "/healthz"
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    cwd: Path = ROOT  # another checkout runs its own code (benchmarks: before/after)
 
     @property
     def http(self) -> str:
@@ -274,6 +275,7 @@ class HeraldServer(_Process):
                 env,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
+                cwd=self.cwd,
             )
         wait_port(self.port, timeout, proc=self.proc)
         deadline = time.monotonic() + timeout
@@ -295,6 +297,7 @@ def bench_herald(
     data_dir: Path,
     send_buffer: int = 4 << 20,
     env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> HeraldServer:
     """A started `herald serve` set up for measuring fanout (memory engine unless `env`
     says otherwise): dev mode, no history, no batching floor, a 200,000-connection cap,
@@ -308,7 +311,7 @@ def bench_herald(
         **(env or {}),
     }
     unset = (*AUTH_VARS, "HERALD_HISTORY", "HERALD_MIN_BATCH_MS")
-    server = HeraldServer(env=settings, data_dir=data_dir, cpu=cpu, unset=unset)
+    server = HeraldServer(env=settings, data_dir=data_dir, cpu=cpu, unset=unset, cwd=cwd)
     return server.start()
 
 

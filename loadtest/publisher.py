@@ -1,7 +1,8 @@
 """The paced publisher of the load client (`python -m loadtest.loadclient pub`).
 
 One blocking connection that publishes `{"t0":..,"seq":..,"pad":..}` messages at a fixed
-rate in each peer's dialect (Herald and the simple peers, socket.io, plain NATS).
+rate in each peer's dialect (Herald and the simple peers, socket.io, plain NATS), or as
+Herald's `POST /v1/publish` (kind `http`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ class Publisher:
         self.sock.settimeout(10)
         self.received = 0
         self._buf = b""
-        if kind == "nats":  # plain NATS client port
+        self.path = path
+        if kind == "http":  # POST /v1/publish on one keep-alive connection, pipelined
+            pass
+        elif kind == "nats":  # plain NATS client port
             self._read_until(b"\r\n")
             self.sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
         else:
@@ -72,6 +76,12 @@ class Publisher:
         kind = self.kind
         if kind == "nats":
             return b"PUB %s %d\r\n%s\r\n" % (topic.encode(), len(body), body)
+        if kind == "http":
+            msg = b'{"topic":"%s","data":%s}' % (topic.encode(), body)
+            return (
+                b"POST %s HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%s" % (self.path.encode(), len(msg), msg)
+            )
         if kind == "socketio":
             return client_frame(
                 0x1, b'42["publish",{"topic":"%s","data":%s}]' % (topic.encode(), body)
@@ -106,6 +116,6 @@ class Publisher:
     def close(self) -> None:
         self._stop = True
         with contextlib.suppress(OSError):
-            if self.kind != "nats":
+            if self.kind not in ("nats", "http"):
                 self.sock.sendall(CLOSE)
             self.sock.close()

@@ -153,8 +153,10 @@ def main(argv: list[str]) -> int:
     text = render()
     if "--check" in argv:
         if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT.relative_to(ROOT)} is stale: run python scripts/gen_http_api.py",
-                  file=sys.stderr)
+            print(
+                f"{OUT.relative_to(ROOT)} is stale: run python scripts/gen_http_api.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     OUT.write_text(text)

@@ -27,10 +27,23 @@ from typing import Any
 
 
 class HeraldError(Exception):
-    """Root of every error Herald reports to a client."""
+    """Root of every error Herald reports to a client.
+
+    A subclass names its wire code and HTTP status as class keywords,
+    `class Gone(HeraldError, code="gone", status=410)`; either may be left to the parent.
+    """
 
     code: str = "internal"
     status: int = 500
+
+    def __init_subclass__(
+        cls, *, code: str | None = None, status: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+        if status is not None:
+            cls.status = status
 
     def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -47,84 +60,66 @@ class HeraldError(Exception):
         return out
 
 
-class InvalidTopic(HeraldError):
-    code = "invalid_topic"
-    status = 400
+class InvalidTopic(HeraldError, code="invalid_topic", status=400):
+    """A topic name or pattern breaks the topic grammar."""
 
 
-class InvalidFilter(HeraldError):
-    code = "invalid_filter"
-    status = 400
+class InvalidFilter(HeraldError, code="invalid_filter", status=400):
+    """A subscription filter does not parse or names what it may not."""
 
 
-class FilterCostExceeded(InvalidFilter):
+class FilterCostExceeded(InvalidFilter, code="filter_cost_exceeded"):
     """The filters of a connection, or of the process, would cost too much to run."""
 
-    code = "filter_cost_exceeded"
+
+class InvalidRequest(HeraldError, code="invalid_request", status=400):
+    """A body, frame or parameter is malformed or out of range."""
 
 
-class InvalidRequest(HeraldError):
-    code = "invalid_request"
-    status = 400
+class PayloadTooLarge(HeraldError, code="payload_too_large", status=413):
+    """A payload, frame or body is over its size limit."""
 
 
-class PayloadTooLarge(HeraldError):
-    code = "payload_too_large"
-    status = 413
+class Unauthorized(HeraldError, code="unauthorized", status=401):
+    """No credentials, or credentials that do not verify (WS close 4401)."""
 
 
-class Unauthorized(HeraldError):
-    code = "unauthorized"
-    status = 401
+class Forbidden(HeraldError, code="forbidden", status=403):
+    """Valid credentials that do not allow this action."""
 
 
-class Forbidden(HeraldError):
-    code = "forbidden"
-    status = 403
+class NotFound(HeraldError, code="not_found", status=404):
+    """The named resource does not exist."""
 
 
-class NotFound(HeraldError):
-    code = "not_found"
-    status = 404
+class QueueNotFound(NotFound, code="queue_not_found"):
+    """The named queue does not exist."""
 
 
-class QueueNotFound(NotFound):
-    code = "queue_not_found"
+class Conflict(HeraldError, code="conflict", status=409):
+    """The request contradicts the current state (e.g. a queue already exists)."""
 
 
-class Conflict(HeraldError):
-    code = "conflict"
-    status = 409
+class ReceiptInvalid(HeraldError, code="receipt_invalid", status=400):
+    """A receipt handle is unknown, expired or already used."""
 
 
-class ReceiptInvalid(HeraldError):
-    code = "receipt_invalid"
-    status = 400
+class RateLimited(HeraldError, code="rate_limited", status=429):
+    """Too many requests or commands; retry later."""
 
 
-class RateLimited(HeraldError):
-    code = "rate_limited"
-    status = 429
+class QueueFull(HeraldError, code="queue_full", status=503):
+    """The queue holds its maximum number of messages."""
 
 
-class QueueFull(HeraldError):
-    code = "queue_full"
-    status = 503
+class BackplaneUnavailable(HeraldError, code="backplane_unavailable", status=503):
+    """The backplane (Redis) cannot be reached."""
 
 
-class BackplaneUnavailable(HeraldError):
-    code = "backplane_unavailable"
-    status = 503
-
-
-class StoreUnavailable(HeraldError):
+class StoreUnavailable(HeraldError, code="store_unavailable", status=503):
     """The durable queue store (SQLite or Redis) failed; the call did not take effect
     or may be retried (a send with a `dedup_id` is then not duplicated)."""
 
-    code = "store_unavailable"
-    status = 503
 
-
-class Overloaded(HeraldError):
-    code = "overloaded"
-    status = 503
+class Overloaded(HeraldError, code="overloaded", status=503):
+    """The process sheds load; retry later."""

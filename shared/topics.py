@@ -56,16 +56,8 @@ def pattern_matches(pattern: str, topic: str) -> bool:
     """Whether a valid `pattern` matches a valid concrete `topic`."""
     if not is_wildcard(pattern):
         return pattern == topic
-    p = pattern.split(".")
-    t = topic.split(".")
-    for i, seg in enumerate(p):
-        if seg == ">":
-            return len(t) > i
-        if i >= len(t):
-            return False
-        if seg != "*" and seg != t[i]:
-            return False
-    return len(p) == len(t)
+    # A concrete topic is the pattern that matches only itself.
+    return pattern_covers(pattern, topic)
 
 
 def pattern_covers(allowed: str, pattern: str) -> bool:

@@ -53,8 +53,12 @@ SCALE = float(os.environ.get("HERALD_TEST_SCALE", "1"))
 MS = 0.001 * SCALE
 
 
-async def until(check: Callable[[], object | Awaitable[object]], what: str = "the condition",
-                timeout: float = 5000 * MS, every: float = 10 * MS) -> None:
+async def until(
+    check: Callable[[], object | Awaitable[object]],
+    what: str = "the condition",
+    timeout: float = 5000 * MS,
+    every: float = 10 * MS,
+) -> None:
     """Poll `check` (plain or async) until it returns something true; fail after `timeout`.
 
     Tests wait on state this way rather than sleeping a guessed time: fast when the

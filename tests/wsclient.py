@@ -139,7 +139,9 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
     """One final client frame (masked, as RFC 6455 requires of clients)."""
     mask = os.urandom(4)
     n = len(payload)
-    head = bytes((0x80 | opcode, 0x80 | n)) if n < 126 else struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
+    head = (
+        bytes((0x80 | opcode, 0x80 | n)) if n < 126 else struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
+    )
     body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     return head + mask + body
 

@@ -117,8 +117,12 @@ class Subs:
         self.clients.clear()
 
 
-def publish(srv: Srv, topics: int, rate: float, count: int, timeout: float) -> dict[str, Any]:
-    """Run the paced publisher (core 1) to completion; the floor is fired from here."""
+def publish(
+    srv: Srv, topics: int, rate: float, count: int, timeout: float, kind: str | None = None
+) -> dict[str, Any]:
+    """Run the paced publisher (core 1) to completion; the floor is fired from here.
+
+    `kind` overrides the server's dialect (`http`: Herald's HTTP publish)."""
     if isinstance(srv, FloorSrv):
         t0 = time.monotonic()
         for i in range(count):
@@ -135,7 +139,7 @@ def publish(srv: Srv, topics: int, rate: float, count: int, timeout: float) -> d
             "loadtest.loadclient",
             "pub",
             "--kind",
-            srv.kind,
+            kind or srv.kind,
             "--port",
             str(port),
             "--topics",

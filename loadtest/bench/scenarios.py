@@ -92,21 +92,21 @@ def capacity(
     }
 
 
-def latency(srv: Srv, sc: Scale, sources: list[str]) -> dict[str, Any]:
+def latency(srv: Srv, sc: Scale, sources: list[str], pub_kind: str | None = None) -> dict[str, Any]:
     subs = Subs(srv, sources)
     try:
         c = subs.connect(sc.lat_subs, topics=sc.lat_topics, probe_every=10, max_seconds=150)
         if c["open"] < sc.lat_subs:
             return {"error": f"only {c['open']} of {sc.lat_subs} connected: {c}"}
         # warm-up: one message per topic (first-use costs, JITs), then the measured run
-        publish(srv, sc.lat_topics, sc.lat_rate, sc.lat_topics * 2, 30)
+        publish(srv, sc.lat_topics, sc.lat_rate, sc.lat_topics * 2, 30, pub_kind)
         time.sleep(1.0)
         subs.broadcast("reset")
         count = int(sc.lat_rate * sc.lat_seconds)
         k0 = subs.stats()["cpu_s"]
         m0 = machine_busy_seconds()
         c0, t0 = srv.cpu(), time.monotonic()
-        pub = publish(srv, sc.lat_topics, sc.lat_rate, count, sc.lat_seconds * 3 + 10)
+        pub = publish(srv, sc.lat_topics, sc.lat_rate, count, sc.lat_seconds * 3 + 10, pub_kind)
         want = pub["sent"] * (sc.lat_subs // sc.lat_topics)
         st = wait_delivery(subs, want, 10.0, stall=2.0)
         cpu, wall = srv.cpu() - c0, time.monotonic() - t0

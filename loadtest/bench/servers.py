@@ -47,7 +47,14 @@ class Srv(Server):
 class HeraldSrv(Srv):
     kind = "herald"
 
-    def __init__(self, engine: str, redis_url: str | None, data_dir: str, workers: int = 1) -> None:
+    def __init__(
+        self,
+        engine: str,
+        redis_url: str | None,
+        data_dir: str,
+        workers: int = 1,
+        checkout: Path = ROOT,
+    ) -> None:
         self.workers = workers
         self.name = f"herald-{engine}" + (f"-{workers}w" if workers > 1 else "")
         self.label = f"Herald ({engine}" + (f", {workers} workers)" if workers > 1 else ")")
@@ -58,7 +65,7 @@ class HeraldSrv(Srv):
             env["HERALD_WORKERS"] = str(workers)
         # Workers get every core (the driver itself is pinned to the client core).
         cpu = SERVER_CPU if workers == 1 else set(range(os.cpu_count() or 1))
-        self.server = bench_herald(cpu, Path(data_dir), env=env)
+        self.server = bench_herald(cpu, Path(data_dir), env=env, cwd=checkout)
         assert self.server.proc is not None
         self.proc, self.port = self.server.proc, self.server.port
 

@@ -44,6 +44,18 @@ async def collect(sub: Any, n: int, timeout: float = 20, field: str | None = "da
     return out
 
 
+class CountingTokens:
+    """A `get_token` callback that counts how often the client asked."""
+
+    def __init__(self, make: Callable[[], str]) -> None:
+        self.make = make
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        return self.make()
+
+
 async def test_wildcard_filter_gets_exactly_the_matching_messages_in_order(lab: Lab) -> None:
     env = await asyncio.to_thread(lab.setup, "basic")
     r = rand()
@@ -158,12 +170,7 @@ async def test_offset_older_than_history_reports_recovered_false(lab: Lab) -> No
 
 async def test_token_expiring_in_3s_is_refreshed_and_the_connection_stays_up(lab: Lab) -> None:
     env = await asyncio.to_thread(lab.setup, "basic")
-    calls = 0
-
-    def get_token() -> str:
-        nonlocal calls
-        calls += 1
-        return lab.token(3)
+    get_token = CountingTokens(lambda: lab.token(3))
 
     refreshed: list[dict[str, Any]] = []
     topic = f"tok.{rand()}"
@@ -174,7 +181,7 @@ async def test_token_expiring_in_3s_is_refreshed_and_the_connection_stays_up(lab
         await client.publish(topic, "still here")
         assert await collect(sub, 1) == ["still here"]
         assert client.connects == 1 and client.state == "open"
-    assert len(refreshed) >= 1 and calls >= 2
+    assert len(refreshed) >= 1 and get_token.calls >= 2
 
 
 async def test_consumer_acks_and_nacks(lab: Lab) -> None:
@@ -273,14 +280,9 @@ async def test_close_1008_never_loops(lab: Lab) -> None:
 
 async def test_4401_asks_get_token_once_then_gives_up(lab: Lab) -> None:
     env = await asyncio.to_thread(lab.setup, "basic")
-    calls = 0
-
-    def bad_token() -> str:
-        nonlocal calls
-        calls += 1
-        return "not-a-valid-token"
+    bad_token = CountingTokens(lambda: "not-a-valid-token")
 
     async with HeraldClient(env["ws"], token="also-invalid", get_token=bad_token) as client:
         await until(lambda: client.state == "closed")
         assert client.attempts == 2
-    assert calls == 1
+    assert bad_token.calls == 1

@@ -26,6 +26,14 @@ def queue_name() -> str:
     return f"w-{uuid.uuid4().hex[:8]}"
 
 
+async def seeded_queue(lab: Lab, bodies: list[Any]) -> tuple[dict[str, Any], str]:
+    """The basic lab's endpoints and a fresh queue holding `bodies`."""
+    env = await asyncio.to_thread(lab.setup, "basic")
+    queue = queue_name()
+    await asyncio.to_thread(lab.queue, queue, bodies)
+    return env, queue
+
+
 async def until_empty(lab: Lab, queue: str, timeout: float = 20) -> None:
     async with asyncio.timeout(timeout):
         while True:
@@ -48,10 +56,8 @@ async def run_workers(workers: list[Worker], lab: Lab, queue: str) -> None:
 async def test_worker_runs_a_duplicate_deliverys_handler_once_sqlite(
     lab: Lab, tmp_path: Path
 ) -> None:
-    env = await asyncio.to_thread(lab.setup, "basic")
-    queue = queue_name()
     # The seed's failure: the app sent "charge order 7" twice.
-    await asyncio.to_thread(lab.queue, queue, [{"order": 7}, {"order": 7}, {"order": 8}])
+    env, queue = await seeded_queue(lab, [{"order": 7}, {"order": 7}, {"order": 8}])
     charged: list[int] = []
     store = SQLiteIdempotency(tmp_path / "done.db")
     worker = Worker(
@@ -73,9 +79,7 @@ async def test_worker_runs_a_duplicate_deliverys_handler_once_sqlite(
 async def test_workers_share_a_redis_store_over_http_and_websocket(
     lab: Lab, redis_server: RedisServer
 ) -> None:
-    env = await asyncio.to_thread(lab.setup, "basic")
-    queue = queue_name()
-    await asyncio.to_thread(lab.queue, queue, [{"order": i % 10} for i in range(20)])
+    env, queue = await seeded_queue(lab, [{"order": i % 10} for i in range(20)])
     charged: list[int] = []
 
     async def charge(job: Job) -> None:
@@ -107,9 +111,7 @@ async def test_workers_share_a_redis_store_over_http_and_websocket(
 async def test_example_worker_skips_the_duplicate_and_stops_on_sigterm(
     lab: Lab, tmp_path: Path
 ) -> None:
-    env = await asyncio.to_thread(lab.setup, "basic")
-    queue = queue_name()
-    await asyncio.to_thread(lab.queue, queue, [{"order": 1}, {"order": 1}, {"order": 2}])
+    env, queue = await seeded_queue(lab, [{"order": 1}, {"order": 1}, {"order": 2}])
     log = tmp_path / "worker.log"
     worker_env: dict[str, Any] = {
         **os.environ,

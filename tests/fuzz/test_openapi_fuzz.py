@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,17 +10,12 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from procs import HeraldServer
+from procs import HeraldServer, herald_fixture
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[HeraldServer]:
-    s = HeraldServer().start()
-    yield s
-    s.stop()
-    assert "Traceback" not in s.output()
+server = herald_fixture(clean_log=True)
 
 
 @pytest.fixture(scope="module")

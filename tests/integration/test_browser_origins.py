@@ -22,7 +22,7 @@ import websockets
 from playwright.sync_api import Browser, sync_playwright
 from websockets.sync.client import connect
 
-from procs import HeraldServer, free_port
+from procs import HeraldServer, free_port, herald_fixture
 
 pytestmark = pytest.mark.integration
 
@@ -78,11 +78,7 @@ def page_server() -> Iterator[None]:
     thread.join(5)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[HeraldServer]:
-    s = HeraldServer(env={"HERALD_API_KEYS": KEY, "HERALD_ALLOWED_ORIGINS": ALLOWED}).start()
-    yield s
-    s.stop()
+server = herald_fixture({"HERALD_API_KEYS": KEY, "HERALD_ALLOWED_ORIGINS": ALLOWED})
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +118,14 @@ def test_foreign_origin_is_refused_by_the_browser_and_the_upgrade(
 def _preflight(server: HeraldServer, origin: str) -> Any:
     import httpx
 
-    return httpx.options(server.http + "/v1/publish", headers={
-        "Origin": origin, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization, content-type"})
+    return httpx.options(
+        server.http + "/v1/publish",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
 
 
 def test_cors_preflight_credentials_and_exposed_headers(server: HeraldServer) -> None:
@@ -145,8 +146,7 @@ def test_cors_preflight_credentials_and_exposed_headers(server: HeraldServer) ->
 def _upgrade(server: HeraldServer, origin: str | None) -> int:
     headers = {"Origin": origin} if origin else {}
     try:
-        with connect(server.ws + f"?token={KEY}", additional_headers=headers,
-                     open_timeout=5) as ws:
+        with connect(server.ws + f"?token={KEY}", additional_headers=headers, open_timeout=5) as ws:
             ws.send(json.dumps({"op": "ping", "id": 1}))
             assert json.loads(ws.recv(timeout=5))["op"] == "pong"
             return 101

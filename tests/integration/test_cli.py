@@ -21,9 +21,13 @@ def herald(*args: str) -> list[str]:
 
 def test_tail_prints_filtered_messages_published_by_cli(server: HeraldServer) -> None:
     with subprocess.Popen(
-        herald("tail", "game.>", "--filter", '{"gameId": ["1"]}', "--count", "2",
-               "--url", server.http),
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        herald(
+            "tail", "game.>", "--filter", '{"gameId": ["1"]}', "--count", "2", "--url", server.http
+        ),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     ) as tail:
         stdout = _run_tail(server, tail)
     lines = [json.loads(line) for line in stdout.splitlines()]
@@ -39,9 +43,13 @@ def _run_tail(server: HeraldServer, tail: subprocess.Popen[str]) -> str:
             time.sleep(50 * MS)
         for gid, data in [("2", "skip"), ("1", '{"home": 1}'), ("1", "plain text")]:
             out = subprocess.run(
-                herald("publish", "game.x.score", data, "--attr", f"gameId={gid}",
-                       "--url", server.http),
-                cwd=ROOT, capture_output=True, text=True, check=True,
+                herald(
+                    "publish", "game.x.score", data, "--attr", f"gameId={gid}", "--url", server.http
+                ),
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             assert "id" in json.loads(out.stdout)
         stdout, _ = tail.communicate(timeout=15)
@@ -51,7 +59,11 @@ def _run_tail(server: HeraldServer, tail: subprocess.Popen[str]) -> str:
 
 
 def test_publish_reports_errors_with_exit_code(server: HeraldServer) -> None:
-    out = subprocess.run(herald("publish", "bad..topic", "1", "--url", server.http),
-                         cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        herald("publish", "bad..topic", "1", "--url", server.http),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 1
     assert json.loads(out.stderr)["error"]["code"] == "invalid_topic"

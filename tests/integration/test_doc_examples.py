@@ -60,8 +60,11 @@ def examples(doc: Path) -> list[Example]:
         if lang in SHELL | PYTHON:
             before = lines[start - 1] if start else ""
             skip = SKIP.search(before)
-            out.append(Example(doc, start + 1, lang, "\n".join(body) + "\n",
-                               skip.group(1) if skip else None))
+            out.append(
+                Example(
+                    doc, start + 1, lang, "\n".join(body) + "\n", skip.group(1) if skip else None
+                )
+            )
     return out
 
 
@@ -85,11 +88,16 @@ def test_examples_run_in_order(doc: Path, tmp_path: Path) -> None:
             if ex.skip is not None:
                 continue
             code = ex.code.replace("localhost:8080", f"127.0.0.1:{server.port}").replace(
-                "127.0.0.1:8080", f"127.0.0.1:{server.port}")
-            cmd = (["bash", "-euo", "pipefail", "-c", code] if ex.lang in SHELL
-                   else [sys.executable, "-c", code])
-            out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                                 timeout=60)
+                "127.0.0.1:8080", f"127.0.0.1:{server.port}"
+            )
+            cmd = (
+                ["bash", "-euo", "pipefail", "-c", code]
+                if ex.lang in SHELL
+                else [sys.executable, "-c", code]
+            )
+            out = subprocess.run(
+                cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+            )
             assert out.returncode == 0, (
                 f"{doc.name}:{ex.line} failed ({out.returncode})\n{code}\n"
                 f"stdout: {out.stdout}\nstderr: {out.stderr}"
@@ -122,8 +130,9 @@ def test_no_path_leaves_the_repository(doc: Path) -> None:
 
 def test_no_file_cites_documents_outside_the_repository() -> None:
     """Comments and docs cite docs/ (protocol.md, http-api.md ...), never a file a clone lacks."""
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     pattern = re.compile(r"SPEC §|SPEC\.md|LESSONS|\.\./shared/")
     offenders = []
     for name in tracked:
@@ -134,6 +143,7 @@ def test_no_file_cites_documents_outside_the_repository() -> None:
             text = path.read_text()
         except UnicodeDecodeError:
             continue
-        offenders += [f"{name}:{n}" for n, line in enumerate(text.splitlines(), 1)
-                      if pattern.search(line)]
+        offenders += [
+            f"{name}:{n}" for n, line in enumerate(text.splitlines(), 1) if pattern.search(line)
+        ]
     assert not offenders, offenders

@@ -42,11 +42,15 @@ def token(**claims: object) -> str:
     return jwt.encode(base, SECRET, algorithm="HS256")
 
 
-async def publish(http: str, topic: str, data: object = None, headers: dict | None = None,
-                  **attrs: object) -> httpx.Response:
+async def publish(
+    http: str, topic: str, data: object = None, headers: dict | None = None, **attrs: object
+) -> httpx.Response:
     async with httpx.AsyncClient() as c:
-        return await c.post(f"{http}/v1/publish", headers=headers,
-                            json={"topic": topic, "data": data, "attributes": attrs})
+        return await c.post(
+            f"{http}/v1/publish",
+            headers=headers,
+            json={"topic": topic, "data": data, "attributes": attrs},
+        )
 
 
 def stats(server: HeraldServer) -> dict:
@@ -112,14 +116,16 @@ async def test_latest_mode_keeps_only_newest_per_key(server: HeraldServer) -> No
 async def test_ws_publish_and_idempotent_id(server: HeraldServer) -> None:
     ws = await connect(server.ws)
     await subscribe(ws, "idem.t")
-    await ws.send(json.dumps({"op": "publish", "id": 7, "topic": "idem.t", "data": 1,
-                              "msg_id": "order-1"}))
+    await ws.send(
+        json.dumps({"op": "publish", "id": 7, "topic": "idem.t", "data": 1, "msg_id": "order-1"})
+    )
     reply = await recv_op(ws, "published")
     assert reply["id"] == 7 and reply["msg_id"] == "order-1"
     r1 = await publish(server.http, "idem.t", 2)
     async with httpx.AsyncClient() as c:
-        dup = await c.post(f"{server.http}/v1/publish",
-                           json={"topic": "idem.t", "data": 3, "id": "order-1"})
+        dup = await c.post(
+            f"{server.http}/v1/publish", json={"topic": "idem.t", "data": 3, "id": "order-1"}
+        )
     assert dup.status_code == 202 and dup.json()["id"] == "order-1"
     got = await collect(ws, 2)
     assert [m["id"] for m in got] == ["order-1", r1.json()["id"]]
@@ -139,13 +145,17 @@ async def test_batch_publish_with_bad_entry_delivers_the_good_ones(server: Heral
     ]
     async with httpx.AsyncClient() as c:
         r = await c.post(f"{server.http}/v1/publish/batch", json={"messages": entries})
-        too_many = await c.post(f"{server.http}/v1/publish/batch",
-                                json={"messages": [{"topic": "bp.1"}] * 501})
+        too_many = await c.post(
+            f"{server.http}/v1/publish/batch", json={"messages": [{"topic": "bp.1"}] * 501}
+        )
     assert r.status_code == 202
     results = r.json()["results"]
     assert [("id" in x, x.get("error", {}).get("code")) for x in results] == [
-        (True, None), (False, "invalid_topic"), (False, "invalid_request"),
-        (False, "invalid_request"), (True, None),
+        (True, None),
+        (False, "invalid_topic"),
+        (False, "invalid_request"),
+        (False, "invalid_request"),
+        (True, None),
     ]
     got = await collect(ws, 2)
     assert [m["data"] for m in got] == ["ok1", "ok3"]
@@ -164,12 +174,18 @@ async def test_malformed_and_oversized_input_get_spec_codes(server: HeraldServer
         (json.dumps({"op": "nope", "id": 1}), "invalid_request"),
         (json.dumps({"op": "subscribe", "id": 2, "topic": "a..b"}), "invalid_topic"),
         (json.dumps({"op": "subscribe", "id": 3, "topic": "a.>.b"}), "invalid_topic"),
-        (json.dumps({"op": "subscribe", "id": 4, "topic": "a", "filter": {"k": [{"bad": 1}]}}),
-         "invalid_filter"),
-        (json.dumps({"op": "subscribe", "id": 5, "topic": "a", "batch_ms": 60001}),
-         "invalid_request"),
-        (json.dumps({"op": "publish", "id": 6, "topic": "a", "data": "x" * 70_000}),
-         "payload_too_large"),
+        (
+            json.dumps({"op": "subscribe", "id": 4, "topic": "a", "filter": {"k": [{"bad": 1}]}}),
+            "invalid_filter",
+        ),
+        (
+            json.dumps({"op": "subscribe", "id": 5, "topic": "a", "batch_ms": 60001}),
+            "invalid_request",
+        ),
+        (
+            json.dumps({"op": "publish", "id": 6, "topic": "a", "data": "x" * 70_000}),
+            "payload_too_large",
+        ),
     ]
     for raw, code in cases:
         await ws.send(raw)
@@ -180,11 +196,13 @@ async def test_malformed_and_oversized_input_get_spec_codes(server: HeraldServer
     assert await recv_json(ws) == {"op": "pong", "id": "p"}
     await ws.close()
     async with httpx.AsyncClient() as c:
-        big = await c.post(f"{server.http}/v1/publish",
-                           json={"topic": "a", "data": "x" * 70_000})
+        big = await c.post(f"{server.http}/v1/publish", json={"topic": "a", "data": "x" * 70_000})
         bad = await c.post(f"{server.http}/v1/publish", json={"topic": "a.*"})
-        junk = await c.post(f"{server.http}/v1/publish", content=b"{nope",
-                            headers={"content-type": "application/json"})
+        junk = await c.post(
+            f"{server.http}/v1/publish",
+            content=b"{nope",
+            headers={"content-type": "application/json"},
+        )
     assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large"
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_topic"
     assert junk.status_code == 400 and junk.json()["error"]["code"] == "invalid_request"
@@ -226,8 +244,10 @@ async def test_unknown_path_and_plain_http_get_are_refused(server: HeraldServer)
 async def _flood(http: str, topic: str, n: int, size: int) -> None:
     async with httpx.AsyncClient() as c:
         for i in range(n):
-            r = await c.post(f"{http}/v1/publish", json={"topic": topic, "data": "x" * size,
-                                                          "attributes": {"i": i}})
+            r = await c.post(
+                f"{http}/v1/publish",
+                json={"topic": topic, "data": "x" * size, "attributes": {"i": i}},
+            )
             assert r.status_code == 202
 
 
@@ -257,8 +277,9 @@ async def test_stalled_socket_does_not_delay_others_and_is_told_lagged(
 
 
 async def test_disconnect_policy_closes_stalled_socket_1013() -> None:
-    s = HeraldServer(env={"HERALD_SEND_BUFFER_BYTES": "65536",
-                          "HERALD_SLOW_CONSUMER": "disconnect"}).start()
+    s = HeraldServer(
+        env={"HERALD_SEND_BUFFER_BYTES": "65536", "HERALD_SLOW_CONSUMER": "disconnect"}
+    ).start()
     try:
         stalled = RawClient(s.port, rcvbuf=4096)
         stalled.send_json({"op": "subscribe", "id": 1, "topic": "slow.t"})
@@ -302,8 +323,7 @@ async def test_subscribe_outside_claims_is_forbidden(auth_server: HeraldServer) 
     await subscribe(ws, "game.*.score")
     await ws.send(json.dumps({"op": "subscribe", "id": 9, "topic": "chat.1"}))
     reply = await recv_json(ws)
-    assert reply == {"op": "error", "id": 9, "code": "forbidden",
-                     "message": reply["message"]}
+    assert reply == {"op": "error", "id": 9, "code": "forbidden", "message": reply["message"]}
     await ws.send(json.dumps({"op": "publish", "id": 10, "topic": "game.1.chat", "data": 1}))
     assert (await recv_json(ws))["code"] == "forbidden"
     await ws.close()
@@ -326,14 +346,16 @@ async def test_http_publish_needs_credentials(auth_server: HeraldServer) -> None
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
     bad = await publish(auth_server.http, "game.1.score", headers={"Authorization": "Bearer no"})
     assert bad.status_code == 401
-    ok = await publish(auth_server.http, "game.1.score",
-                       headers={"Authorization": f"Bearer {API_KEY}"})
+    ok = await publish(
+        auth_server.http, "game.1.score", headers={"Authorization": f"Bearer {API_KEY}"}
+    )
     assert ok.status_code == 202
     t = token(publish=["game.*.score"])
     forbidden = await publish(auth_server.http, "chat.1", headers={"Authorization": f"Bearer {t}"})
     assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "forbidden"
-    allowed = await publish(auth_server.http, "game.2.score",
-                            headers={"Authorization": f"Bearer {t}"})
+    allowed = await publish(
+        auth_server.http, "game.2.score", headers={"Authorization": f"Bearer {t}"}
+    )
     assert allowed.status_code == 202
 
 
@@ -384,9 +406,14 @@ def test_health_ready_metrics_stats_docs(server: HeraldServer) -> None:
     assert httpx.get(server.http + "/healthz").json() == {"status": "ok"}
     assert httpx.get(server.http + "/readyz").status_code == 200
     metrics = httpx.get(server.http + "/metrics").text
-    for name in ("herald_connections", "herald_subscriptions", "herald_messages_published_total",
-                 "herald_messages_delivered_total", "herald_messages_dropped_total",
-                 "herald_frames_written_total"):
+    for name in (
+        "herald_connections",
+        "herald_subscriptions",
+        "herald_messages_published_total",
+        "herald_messages_delivered_total",
+        "herald_messages_dropped_total",
+        "herald_frames_written_total",
+    ):
         assert name in metrics
     assert "messages_delivered" in httpx.get(server.http + "/v1/stats").json()
     assert "/v1/publish" in httpx.get(server.http + "/openapi.json").json()["paths"]

@@ -20,7 +20,7 @@ import httpx
 import jwt
 import pytest
 
-from procs import ROOT, HeraldServer
+from procs import ROOT, HeraldServer, herald_fixture
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +28,7 @@ SECRET = "openapi-test-secret-of-at-least-32-bytes"
 KEY = "openapi-test-key"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[HeraldServer]:
-    s = HeraldServer(env={"HERALD_API_KEYS": KEY, "HERALD_JWT_SECRET": SECRET}).start()
-    yield s
-    s.stop()
+server = herald_fixture({"HERALD_API_KEYS": KEY, "HERALD_JWT_SECRET": SECRET})
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +37,9 @@ def spec(server: HeraldServer) -> dict[str, Any]:
 
 
 def _jwt(**claims: Any) -> str:
-    return jwt.encode({"sub": "u", "exp": int(time.time()) + 600, **claims}, SECRET, algorithm="HS256")
+    return jwt.encode(
+        {"sub": "u", "exp": int(time.time()) + 600, **claims}, SECRET, algorithm="HS256"
+    )
 
 
 def _operations(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -83,8 +81,11 @@ def test_security_schemes_declared(spec: dict[str, Any]) -> None:
 
 
 def _probes(method: str, path: str, op: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    url = path.replace("{name}", "no-such-queue").replace("{topic}", "game.1").replace(
-        "{sub_id}", "no-such-sub")
+    url = (
+        path.replace("{name}", "no-such-queue")
+        .replace("{topic}", "game.1")
+        .replace("{sub_id}", "no-such-sub")
+    )
     admin = {"Authorization": f"Bearer {KEY}"}
     yield {"method": method, "url": url}
     yield {"method": method, "url": url, "headers": {"Authorization": "Bearer wrong"}}
@@ -98,7 +99,9 @@ def _probes(method: str, path: str, op: dict[str, Any]) -> Iterator[dict[str, An
         yield {"method": method, "url": url.replace("game.1", "bad..topic"), "headers": admin}
 
 
-def test_every_status_a_route_answers_is_documented(server: HeraldServer, spec: dict[str, Any]) -> None:
+def test_every_status_a_route_answers_is_documented(
+    server: HeraldServer, spec: dict[str, Any]
+) -> None:
     undocumented = []
     seen: set[int] = set()
     with httpx.Client(base_url=server.http, timeout=10) as client:
@@ -137,6 +140,10 @@ def test_docs_pages_reference_no_external_host(server: HeraldServer, page: str) 
 
 
 def test_http_api_doc_is_current() -> None:
-    out = subprocess.run([sys.executable, "scripts/gen_http_api.py", "--check"], cwd=ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "scripts/gen_http_api.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr

@@ -41,8 +41,12 @@ def receive_all(http: str, deadline_s: float) -> list[dict]:
             msgs = r.json()["messages"]
             got += msgs
             for m in msgs:
-                assert c.post(f"{http}/v1/queues/work/ack",
-                              json={"receipts": [m["receipt"]]}).status_code == 200
+                assert (
+                    c.post(
+                        f"{http}/v1/queues/work/ack", json={"receipts": [m["receipt"]]}
+                    ).status_code
+                    == 200
+                )
             if not msgs and got and len({m["id"] for m in got}) >= 40:
                 break
     return got
@@ -54,10 +58,11 @@ async def test_sigkill_with_unacked_messages_redelivers_after_restart(
     first = HeraldServer(env=engine_env).start()
     try:
         with httpx.Client() as c:
-            assert c.put(f"{first.http}/v1/queues/work",
-                         json={"visibility_timeout": VT}).is_success
-            r = c.post(f"{first.http}/v1/queues/work/messages/batch",
-                       json={"entries": [{"body": {"n": i}} for i in range(40)]})
+            assert c.put(f"{first.http}/v1/queues/work", json={"visibility_timeout": VT}).is_success
+            r = c.post(
+                f"{first.http}/v1/queues/work/messages/batch",
+                json={"entries": [{"body": {"n": i}} for i in range(40)]},
+            )
             sent = {x["id"] for x in r.json()["results"]}
             assert len(sent) == 40
             # An HTTP consumer holds 10 unacked...

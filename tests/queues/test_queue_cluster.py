@@ -33,16 +33,22 @@ from procs import MS, HeraldServer, RedisServer, after, until
 from wsclient import collect, connect, subscribe
 
 
-def cluster_service(cluster: RedisClusterServers, tmp_path: Path, clock: FakeClock,
-                    namespace: str | None = None, url: str | None = None) -> RedisQueueService:
+def cluster_service(
+    cluster: RedisClusterServers,
+    tmp_path: Path,
+    clock: FakeClock,
+    namespace: str | None = None,
+    url: str | None = None,
+) -> RedisQueueService:
     svc = make_service("redis", url or cluster.url, tmp_path, clock, namespace=namespace)
     assert isinstance(svc, RedisQueueService)
     return svc
 
 
 @pytest.fixture
-async def csvc(shared_redis_cluster: RedisClusterServers, tmp_path: Path, clock: FakeClock
-               ) -> AsyncIterator[RedisQueueService]:
+async def csvc(
+    shared_redis_cluster: RedisClusterServers, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[RedisQueueService]:
     svc = cluster_service(shared_redis_cluster, tmp_path, clock)
     await svc.start()
     try:
@@ -85,7 +91,9 @@ async def drain(svc: QueueService, name: str) -> list[Any]:
 
 
 async def test_cluster_detected_or_forced_and_every_script_single_slot(
-    shared_redis_cluster: RedisClusterServers, shared_redis: RedisServer, tmp_path: Path,
+    shared_redis_cluster: RedisClusterServers,
+    shared_redis: RedisServer,
+    tmp_path: Path,
     clock: FakeClock,
 ) -> None:
     port = shared_redis_cluster.nodes[1].port
@@ -110,9 +118,11 @@ async def test_cluster_detected_or_forced_and_every_script_single_slot(
     await single.start()
     try:
         assert not single.cluster
-        assert (single.keys.registry, single.keys.subscriptions,
-                single.keys.subscriptions_version) == (
-            "legacy:queues", "legacy:subs", "legacy:subs:version")
+        assert (
+            single.keys.registry,
+            single.keys.subscriptions,
+            single.keys.subscriptions_version,
+        ) == ("legacy:queues", "legacy:subs", "legacy:subs:version")
     finally:
         await single.close()
 
@@ -120,8 +130,9 @@ async def test_cluster_detected_or_forced_and_every_script_single_slot(
 # ---- across slots -------------------------------------------------------------------------
 
 
-async def test_dead_letter_and_redrive_between_nodes(csvc: RedisQueueService,
-                                                     clock: FakeClock) -> None:
+async def test_dead_letter_and_redrive_between_nodes(
+    csvc: RedisQueueService, clock: FakeClock
+) -> None:
     work, dlq = spread(csvc, "work", 2)
     assert node_of(csvc, work) != node_of(csvc, dlq)
     await csvc.create_or_update(dlq, {})
@@ -134,8 +145,9 @@ async def test_dead_letter_and_redrive_between_nodes(csvc: RedisQueueService,
     assert await csvc.receive(work, max=10) == []
     stats = {q["name"]: q for q in await csvc.list_queues()}  # one batched script per node
     assert stats[work]["dead_lettered_total"] == 3 and stats[dlq]["visible"] == 3
-    assert sorted(m["id"] for m in await csvc.receive(dlq, max=10, visibility_timeout=0)) \
-        == sorted(sent)
+    assert sorted(m["id"] for m in await csvc.receive(dlq, max=10, visibility_timeout=0)) == sorted(
+        sent
+    )
     assert await csvc.redrive(dlq) == 3
     assert sorted(await drain(csvc, work)) == [0, 1, 2]
     assert (await csvc.get(dlq))["visible"] == 0
@@ -184,7 +196,9 @@ async def listening(svc: RedisQueueService, cluster: RedisClusterServers) -> Non
 
 
 async def test_wakeups_and_subscription_changes_cross_nodes_and_listener_reconnects(
-    shared_redis_cluster: RedisClusterServers, tmp_path: Path, clock: FakeClock,
+    shared_redis_cluster: RedisClusterServers,
+    tmp_path: Path,
+    clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # No polling tick within the test: only a pub/sub wake-up can end a wait early.
@@ -229,8 +243,9 @@ async def test_wakeups_and_subscription_changes_cross_nodes_and_listener_reconne
 
 @pytest.mark.integration
 async def test_herald_serve_on_cluster(shared_redis_cluster: RedisClusterServers) -> None:
-    server = HeraldServer(env={"HERALD_ENGINE": "redis",
-                               "HERALD_REDIS_URL": shared_redis_cluster.url}).start()
+    server = HeraldServer(
+        env={"HERALD_ENGINE": "redis", "HERALD_REDIS_URL": shared_redis_cluster.url}
+    ).start()
     try:
         async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
             deadline = time.monotonic() + 10_000 * MS
@@ -240,10 +255,10 @@ async def test_herald_serve_on_cluster(shared_redis_cluster: RedisClusterServers
             assert r.json()["queues"] is True
             q = f"e2e{uuid.uuid4().hex[:6]}"
             assert (await http.put(f"/v1/queues/{q}")).status_code == 200
-            assert (await http.post(f"/v1/queues/{q}/messages",
-                                    json={"body": {"n": 1}})).status_code == 201
-            [msg] = (await http.post(f"/v1/queues/{q}/receive", json={"max": 5})).json()[
-                "messages"]
+            assert (
+                await http.post(f"/v1/queues/{q}/messages", json={"body": {"n": 1}})
+            ).status_code == 201
+            [msg] = (await http.post(f"/v1/queues/{q}/receive", json={"max": 5})).json()["messages"]
             assert msg["body"] == {"n": 1}
             r = await http.post(f"/v1/queues/{q}/ack", json={"receipts": [msg["receipt"]]})
             assert r.json()["results"][0]["ok"] is True
@@ -259,8 +274,9 @@ async def test_herald_serve_on_cluster(shared_redis_cluster: RedisClusterServers
                 assert live["data"] == {"n": 2}
             finally:
                 await ws.close()
-            [queued] = (await http.post(f"/v1/queues/{q}/receive",
-                                        json={"wait": 5})).json()["messages"]
+            [queued] = (await http.post(f"/v1/queues/{q}/receive", json={"wait": 5})).json()[
+                "messages"
+            ]
             assert queued["body"]["data"] == {"n": 2}
     finally:
         server.stop()

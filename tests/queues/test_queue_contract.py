@@ -42,8 +42,16 @@ async def test_create_get_update_list_delete(svc: QueueService) -> None:
     await svc.create_or_update("jobs", {"delay": 5})  # a PUT keeps what it does not name
     got = await svc.get("jobs")
     assert got["visibility_timeout"] == 10 and got["delay"] == 5
-    for key in ("visible", "in_flight", "delayed", "oldest_age_s", "sent_total",
-                "received_total", "deleted_total", "dead_lettered_total"):
+    for key in (
+        "visible",
+        "in_flight",
+        "delayed",
+        "oldest_age_s",
+        "sent_total",
+        "received_total",
+        "deleted_total",
+        "dead_lettered_total",
+    ):
         assert got[key] == 0
     await svc.create_or_update("other", {})
     assert [q["name"] for q in await svc.list_queues()] == ["jobs", "other"]
@@ -70,17 +78,23 @@ async def test_create_get_update_list_delete(svc: QueueService) -> None:
         ("jobs", {"colour": "blue"}),
     ],
 )
-async def test_invalid_queue_attributes(svc: QueueService, name: str, attrs: dict[str, Any]
-                                        ) -> None:
+async def test_invalid_queue_attributes(
+    svc: QueueService, name: str, attrs: dict[str, Any]
+) -> None:
     with pytest.raises(InvalidRequest):
         await svc.create_or_update(name, attrs)
 
 
 async def test_unknown_queue_is_404_everywhere(svc: QueueService) -> None:
     calls = [
-        svc.get("nope"), svc.send("nope", {"body": 1}), svc.receive("nope"),
-        svc.ack("nope", ["a.b"]), svc.purge("nope"), svc.redrive("nope"),
-        svc.change_visibility("nope", "a.b", 5), svc.nack("nope", "a.b"),
+        svc.get("nope"),
+        svc.send("nope", {"body": 1}),
+        svc.receive("nope"),
+        svc.ack("nope", ["a.b"]),
+        svc.purge("nope"),
+        svc.redrive("nope"),
+        svc.change_visibility("nope", "a.b", 5),
+        svc.nack("nope", "a.b"),
     ]
     for call in calls:
         with pytest.raises(QueueNotFound):
@@ -109,8 +123,9 @@ async def test_send_receive_ack(svc: QueueService, clock: FakeClock) -> None:
     assert await svc.receive("jobs") == []
 
 
-async def test_visibility_expiry_redelivers_with_rising_count(svc: QueueService,
-                                                              clock: FakeClock) -> None:
+async def test_visibility_expiry_redelivers_with_rising_count(
+    svc: QueueService, clock: FakeClock
+) -> None:
     await svc.create_or_update("jobs", {"visibility_timeout": 30})
     await svc.send("jobs", {"body": "x"})
     [first] = await svc.receive("jobs")
@@ -131,8 +146,9 @@ async def test_visibility_expiry_redelivers_with_rising_count(svc: QueueService,
     assert (await svc.ack("jobs", [second["receipt"]]))[0]["ok"] is True
 
 
-async def test_receive_visibility_override_and_change_visibility(svc: QueueService,
-                                                                 clock: FakeClock) -> None:
+async def test_receive_visibility_override_and_change_visibility(
+    svc: QueueService, clock: FakeClock
+) -> None:
     await svc.create_or_update("jobs", {})
     await svc.send("jobs", {"body": 1})
     [m] = await svc.receive("jobs", visibility_timeout=5)
@@ -267,8 +283,9 @@ async def test_batch_limits_and_per_entry_errors(svc: QueueService) -> None:
 # ---- dead letters -----------------------------------------------------------------------
 
 
-async def test_dead_letter_after_max_receive_count_and_redrive(svc: QueueService,
-                                                                clock: FakeClock) -> None:
+async def test_dead_letter_after_max_receive_count_and_redrive(
+    svc: QueueService, clock: FakeClock
+) -> None:
     await svc.create_or_update("dlq", {})
     await svc.create_or_update(
         "work", {"visibility_timeout": 10, "dead_letter": {"queue": "dlq", "max_receive_count": 2}}
@@ -297,8 +314,9 @@ async def test_dead_letter_after_max_receive_count_and_redrive(svc: QueueService
     assert await svc.redrive("dlq") == 0
 
 
-async def test_dead_letter_queue_deleted_keeps_delivering(svc: QueueService,
-                                                          clock: FakeClock) -> None:
+async def test_dead_letter_queue_deleted_keeps_delivering(
+    svc: QueueService, clock: FakeClock
+) -> None:
     await svc.create_or_update("dlq", {})
     await svc.create_or_update(
         "work", {"visibility_timeout": 1, "dead_letter": {"queue": "dlq", "max_receive_count": 1}}

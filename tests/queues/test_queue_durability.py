@@ -56,7 +56,10 @@ async def consume_all(svc: QueueService, name: str) -> list[dict[str, Any]]:
 async def test_sqlite_writer_killed_mid_way_loses_nothing(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(tmp_path)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     accepted: list[str] = []
     claimed = 0
@@ -165,7 +168,8 @@ async def test_redis_interrupted_dead_letter_move_finishes_once(
     try:
         await svc.create_or_update("dlq", {})
         await svc.create_or_update(
-            "work", {"visibility_timeout": 1, "dead_letter": {"queue": "dlq", "max_receive_count": 1}}
+            "work",
+            {"visibility_timeout": 1, "dead_letter": {"queue": "dlq", "max_receive_count": 1}},
         )
         sent = await svc.send("work", {"body": "poison"})
         await svc.receive("work")

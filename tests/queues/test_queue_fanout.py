@@ -39,8 +39,7 @@ async def test_sns_to_sqs_filter_policies(svc: QueueService) -> None:
         await svc.create_or_update(name, {})
         await svc.create_subscription("orders.>", name, policy)
     msgs = [
-        order(1, "orders.eu.created", eventType="order.created", shippingRequired=True,
-              total=1500),
+        order(1, "orders.eu.created", eventType="order.created", shippingRequired=True, total=1500),
         order(2, "orders.us", eventType="order.created", shippingRequired=False, total=50),
         order(3, "orders.x", eventType="order.cancelled", total=5000),
         order(4, "orders.y", eventType="order.shipped", shippingRequired=True),
@@ -57,8 +56,11 @@ async def test_sns_to_sqs_filter_policies(svc: QueueService) -> None:
     }
     first = got["fraud"][0]
     assert first["body"] == msgs[0].as_dict()  # the topic envelope
-    assert first["attributes"] == {"eventType": "order.created", "shippingRequired": True,
-                                   "total": 1500}
+    assert first["attributes"] == {
+        "eventType": "order.created",
+        "shippingRequired": True,
+        "total": 1500,
+    }
 
 
 async def test_subscription_crud_and_validation(svc: QueueService) -> None:
@@ -70,8 +72,11 @@ async def test_subscription_crud_and_validation(svc: QueueService) -> None:
     listed = {s["id"]: s for s in await svc.list_subscriptions()}
     assert set(listed) == {sub["id"], other["id"]}
     assert listed[other["id"]] | {"created_at": 0} == {
-        "id": other["id"], "topic": "game.>", "queue": "audit",
-        "filter_policy": {"vip": [{"exists": True}]}, "created_at": 0,
+        "id": other["id"],
+        "topic": "game.>",
+        "queue": "audit",
+        "filter_policy": {"vip": [{"exists": True}]},
+        "created_at": 0,
     }
     with pytest.raises(InvalidTopic):
         await svc.create_subscription("game..x", "audit", None)
@@ -115,21 +120,25 @@ async def test_fanout_refused_by_full_queue_is_counted_not_raised(svc: QueueServ
     assert svc.fanout_refused == {"full": 1}
 
 
-async def test_consumer_prefetch_and_release_on_close(svc: QueueService, clock: FakeClock
-                                                      ) -> None:
+async def test_consumer_prefetch_and_release_on_close(svc: QueueService, clock: FakeClock) -> None:
     await svc.create_or_update("jobs", {"visibility_timeout": 300})
     await svc.send_batch("jobs", [{"body": i} for i in range(10)])
     jobs: list[dict[str, Any]] = []
-    consumer = QueueConsumer(svc, "jobs", prefetch=3, visibility_timeout=None,
-                             send_job=jobs.append)
+    consumer = QueueConsumer(svc, "jobs", prefetch=3, visibility_timeout=None, send_job=jobs.append)
     await consumer.start()
     try:
         await until(lambda: len(jobs) == 3)
         await asyncio.sleep(200 * MS)  # a fourth job would have come by now
         assert len(jobs) == 3 and consumer.outstanding == 3
         assert jobs[0] | {"receipt": "", "msg_id": "", "sent_at": 0} == {
-            "op": "job", "queue": "jobs", "receipt": "", "msg_id": "", "body": 0,
-            "attributes": {}, "receive_count": 1, "sent_at": 0,
+            "op": "job",
+            "queue": "jobs",
+            "receipt": "",
+            "msg_id": "",
+            "body": 0,
+            "attributes": {},
+            "receive_count": 1,
+            "sent_at": 0,
         }
         assert consumer.owns(jobs[0]["receipt"])
         [res] = await consumer.ack([jobs[0]["receipt"]])
@@ -150,8 +159,9 @@ async def test_consumer_prefetch_and_release_on_close(svc: QueueService, clock: 
         assert again[job["msg_id"]] == job["receive_count"] + 1
 
 
-async def test_consumer_frees_slot_when_visibility_runs_out(svc: QueueService,
-                                                           clock: FakeClock) -> None:
+async def test_consumer_frees_slot_when_visibility_runs_out(
+    svc: QueueService, clock: FakeClock
+) -> None:
     await svc.create_or_update("jobs", {})
     await svc.send_batch("jobs", [{"body": i} for i in range(2)])
     jobs: list[dict[str, Any]] = []

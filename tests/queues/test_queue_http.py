@@ -61,8 +61,9 @@ async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     await svc.start()
     transport = httpx.ASGITransport(app=build_app(svc))
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://herald",
-                                     headers=AUTH) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://herald", headers=AUTH
+        ) as client:
             yield client
     finally:
         await svc.close()
@@ -81,8 +82,10 @@ async def test_queue_routes(http: httpx.AsyncClient) -> None:
 
     r = await http.post("/v1/queues/jobs/messages", json={"body": None, "attributes": {"a": 1}})
     assert r.status_code == 201 and set(r.json()) == {"id"}
-    r = await http.post("/v1/queues/jobs/messages/batch",
-                        json={"entries": [{"body": 1}, {"body": 2, "priority": 99}]})
+    r = await http.post(
+        "/v1/queues/jobs/messages/batch",
+        json={"entries": [{"body": 1}, {"body": 2, "priority": 99}]},
+    )
     results = r.json()["results"]
     assert r.status_code == 200 and "id" in results[0]
     assert results[1]["error"]["code"] == "invalid_request"
@@ -90,13 +93,23 @@ async def test_queue_routes(http: httpx.AsyncClient) -> None:
     r = await http.post("/v1/queues/jobs/receive", json={"max": 10})
     msgs = r.json()["messages"]
     assert [m["body"] for m in msgs] == [None, 1] and msgs[0]["attributes"] == {"a": 1}
-    assert set(msgs[0]) == {"id", "receipt", "body", "attributes", "receive_count", "sent_at",
-                            "first_received_at"}
+    assert set(msgs[0]) == {
+        "id",
+        "receipt",
+        "body",
+        "attributes",
+        "receive_count",
+        "sent_at",
+        "first_received_at",
+    }
     r = await http.post("/v1/queues/jobs/ack", json={"receipts": [msgs[0]["receipt"], "x.y"]})
-    assert [("ok" in x, "error" in x) for x in r.json()["results"]] == [(True, False),
-                                                                       (False, True)]
-    r = await http.post("/v1/queues/jobs/visibility",
-                        json={"receipt": msgs[1]["receipt"], "timeout": 60})
+    assert [("ok" in x, "error" in x) for x in r.json()["results"]] == [
+        (True, False),
+        (False, True),
+    ]
+    r = await http.post(
+        "/v1/queues/jobs/visibility", json={"receipt": msgs[1]["receipt"], "timeout": 60}
+    )
     assert r.status_code == 200
     r = await http.post("/v1/queues/jobs/nack", json={"receipt": msgs[1]["receipt"]})
     assert r.status_code == 200
@@ -137,17 +150,24 @@ async def test_validation_and_auth(http: httpx.AsyncClient) -> None:
 
 async def test_subscription_routes(http: httpx.AsyncClient) -> None:
     await http.put("/v1/queues/audit")
-    r = await http.post("/v1/subscriptions",
-                        json={"topic": "orders.>", "queue": "audit",
-                              "filter_policy": {"eventType": ["order.created"]}})
+    r = await http.post(
+        "/v1/subscriptions",
+        json={
+            "topic": "orders.>",
+            "queue": "audit",
+            "filter_policy": {"eventType": ["order.created"]},
+        },
+    )
     assert r.status_code == 201
     sub_id = r.json()["id"]
     listed = (await http.get("/v1/subscriptions")).json()["subscriptions"]
     assert [s["id"] for s in listed] == [sub_id]
     r = await http.post("/v1/subscriptions", json={"topic": "orders..", "queue": "audit"})
     assert (r.status_code, code(r)) == (400, "invalid_topic")
-    r = await http.post("/v1/subscriptions",
-                        json={"topic": "a", "queue": "audit", "filter_policy": {"k": [{"x": 1}]}})
+    r = await http.post(
+        "/v1/subscriptions",
+        json={"topic": "a", "queue": "audit", "filter_policy": {"k": [{"x": 1}]}},
+    )
     assert (r.status_code, code(r)) == (400, "invalid_filter")
     r = await http.post("/v1/subscriptions", json={"topic": "a", "queue": "nope"})
     assert (r.status_code, code(r)) == (404, "queue_not_found")
@@ -183,8 +203,14 @@ async def test_openapi_documents_queue_bodies(http: httpx.AsyncClient) -> None:
 @pytest.fixture
 def server_url(tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    config = uvicorn.Config(build_app(data_dir=tmp_path), host="127.0.0.1", port=port,
-                            log_level="warning", ws="none", lifespan="on")
+    config = uvicorn.Config(
+        build_app(data_dir=tmp_path),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws="none",
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -208,11 +234,20 @@ def test_cli_round_trip(server_url: str) -> None:
         return json.loads(result.stdout) if ok else None
 
     run("create", "dead")
-    made = run("create", "jobs", "--visibility-timeout", "0", "--dead-letter", "dead",
-               "--max-receive-count", "1")
+    made = run(
+        "create",
+        "jobs",
+        "--visibility-timeout",
+        "0",
+        "--dead-letter",
+        "dead",
+        "--max-receive-count",
+        "1",
+    )
     assert made["dead_letter"] == {"queue": "dead", "max_receive_count": 1}
-    sent = run("send", "jobs", '{"n": 1}', "--attr", "kind=a", "--attr", "size:=3",
-               "--priority", "2")
+    sent = run(
+        "send", "jobs", '{"n": 1}', "--attr", "kind=a", "--attr", "size:=3", "--priority", "2"
+    )
     [msg] = run("receive", "jobs", "--max", "5")["messages"]
     assert msg["id"] == sent["id"] and msg["attributes"] == {"kind": "a", "size": 3}
     # visibility 0: visible again at once; the next receive exceeds max_receive_count.

@@ -111,14 +111,18 @@ async def test_redis_killed_and_restarted(redis_server: RedisServer) -> None:
                 before = (len(exact.msgs), len(wild.msgs))
                 n = 0
                 while len(exact.msgs) == before[0] or len(wild.msgs) == before[1]:
-                    assert time.monotonic() - up < 5000 * MS, "no delivery 5 s after Redis came back"
+                    assert time.monotonic() - up < 5000 * MS, (
+                        "no delivery 5 s after Redis came back"
+                    )
                     n += 1
                     r = await publish(client, a, "fo.one", {"n": n})
                     await asyncio.sleep(50 * MS)
                 recovered_in = time.monotonic() - up
                 for pod in (a, b):  # and both pods report ready again
                     while await _ready(client, pod.http) != 200:
-                        assert time.monotonic() - up < 5000 * MS, "not ready 5 s after Redis came back"
+                        assert time.monotonic() - up < 5000 * MS, (
+                            "not ready 5 s after Redis came back"
+                        )
                         await asyncio.sleep(50 * MS)
                 await asyncio.sleep(300 * MS)  # traffic on the healthy pair
                 stop.set()
@@ -129,9 +133,11 @@ async def test_redis_killed_and_restarted(redis_server: RedisServer) -> None:
                 # wildcard), and replayed from history what pod a accepted meanwhile.
                 with contextlib.suppress(AssertionError):  # the asserts below say what is missing
                     await until(
-                        lambda: accepted["fo.one"] <= _sent(exact)
-                        and accepted["fo.one"] <= _sent(wild)
-                        and accepted["kept.one"] <= _sent(kept_in),
+                        lambda: (
+                            accepted["fo.one"] <= _sent(exact)
+                            and accepted["fo.one"] <= _sent(wild)
+                            and accepted["kept.one"] <= _sent(kept_in)
+                        ),
                         "every accepted publish delivered",
                     )
                 assert accepted["fo.one"] - _sent(exact) == set()
@@ -139,8 +145,10 @@ async def test_redis_killed_and_restarted(redis_server: RedisServer) -> None:
                 assert accepted["kept.one"] - _sent(kept_in) == set()
                 # Redis came back empty, so what kept.one published between pod b's
                 # last message and the outage is unknowable: pod b says so.
-                await until(lambda: any(f.get("op") == "lagged" for f in kept_in.frames),
-                            "a lagged notice for kept.one")
+                await until(
+                    lambda: any(f.get("op") == "lagged" for f in kept_in.frames),
+                    "a lagged notice for kept.one",
+                )
                 st = (await stats(client, b))["backplane"]
                 assert st["reconnects"] >= 1
                 assert st["resubscribes"] >= 3  # fo.one, fo (prefix), kept.one (+ control)

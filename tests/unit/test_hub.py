@@ -52,8 +52,9 @@ def msg(topic: str, i: int | str, offset: int | None = None, **attrs: object) ->
     return m.with_offset(offset) if offset is not None else m
 
 
-def shape(pattern: str, flt: object = None, batch_ms: int = 0, mode: str = "all",
-          key: str | None = None) -> Shape:
+def shape(
+    pattern: str, flt: object = None, batch_ms: int = 0, mode: str = "all", key: str | None = None
+) -> Shape:
     return Shape(pattern, compile_filter(flt), batch_ms, mode, key)  # type: ignore[arg-type]
 
 
@@ -89,8 +90,14 @@ def test_filter_and_wildcards_deliver_exactly_matching_in_order() -> None:
     s = FakeSink()
     hub.subscribe(s, shape("game.>", {"gameId": ["1", "2"]}))
     for i, (topic, gid) in enumerate(
-        [("game.1.score", "1"), ("game.3.score", "3"), ("other.1", "1"), ("game.2", "2"),
-         ("game", "1"), ("game.1.a.b", "1")]
+        [
+            ("game.1.score", "1"),
+            ("game.3.score", "3"),
+            ("other.1", "1"),
+            ("game.2", "2"),
+            ("game", "1"),
+            ("game.1.a.b", "1"),
+        ]
     ):
         hub.dispatch(msg(topic, i, gameId=gid), 0.0)
     hub.flush_immediate()
@@ -295,3 +302,24 @@ def test_frame_bytes_are_a_valid_websocket_text_frame() -> None:
             assert f[1] == 126 and int.from_bytes(f[2:4], "big") == n
         else:
             assert f[1] == 127 and int.from_bytes(f[2:10], "big") == n
+
+
+def test_publish_flush_latency_is_observed_once_per_flushed_batch() -> None:
+    wall = [100.0]
+    hub = Hub(wall_clock=lambda: wall[0])
+    s = FakeSink()
+    hub.subscribe(s, shape("t", batch_ms=100))
+    hub.dispatch(Message.build("t", "1", 99_970, 1, None), 0.0)  # published 30 ms ago
+    hub.dispatch(Message.build("t", "2", 99_990, 2, None), 0.01)
+    wall[0] = 100.1
+    assert hub.flush_due(0.1) == 1
+    hist = hub.stats.publish_flush
+    assert hist.count == 1  # one batch, timed by its oldest message
+    assert hist.sum == pytest.approx(0.13)
+    buckets = hist.snapshot()["buckets"]
+    assert buckets["0.1"] == 0 and buckets["0.25"] == 1 and buckets["+Inf"] == 1
+    # A clock ahead of ours (another pod's ts) counts as 0, not a negative sum.
+    hub.dispatch(Message.build("t", "3", 200_000, 3, None), 1.0)
+    hub.flush_due(2.0)
+    assert hist.count == 2 and hist.snapshot()["buckets"]["0.0005"] == 1
+    assert hist.sum == pytest.approx(0.13)

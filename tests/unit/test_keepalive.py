@@ -24,8 +24,13 @@ class Conn:
         self.last_seen = now
 
 
-def run(ka: KeepAlive, until: float, start: float = 0.0, conns: list[Conn] | None = None,
-        answer: list[Conn] | None = None) -> float:
+def run(
+    ka: KeepAlive,
+    until: float,
+    start: float = 0.0,
+    conns: list[Conn] | None = None,
+    answer: list[Conn] | None = None,
+) -> float:
     t = start
     while t < until:
         t += ka.tick

@@ -35,7 +35,9 @@ def test_origin_allowed(origin: str | None, allowed: list[str], ok: bool) -> Non
 def test_default_is_star_in_dev_mode_and_same_origin_with_auth() -> None:
     assert Settings().origins == ["*"]
     assert Settings(api_keys="k").origins == []
-    assert Settings(api_keys="k", allowed_origins="https://a.example/, https://b.example").origins == [
+    assert Settings(
+        api_keys="k", allowed_origins="https://a.example/, https://b.example"
+    ).origins == [
         "https://a.example",
         "https://b.example",
     ]

@@ -351,8 +351,14 @@ async def test_refreshed_token_keeps_the_connection(make_edge: Any) -> None:
     fresh = token(600)
     peer.send({"op": "auth", "id": 1, "token": fresh})
     replies = [r for r in peer.replies() if r["op"] != "token_expiring"]
-    assert replies == [{"op": "authenticated", "id": 1, "client": "u1",
-                        "exp": jwt.decode(fresh, SECRET, ["HS256"])["exp"]}]
+    assert replies == [
+        {
+            "op": "authenticated",
+            "id": 1,
+            "client": "u1",
+            "exp": jwt.decode(fresh, SECRET, ["HS256"])["exp"],
+        }
+    ]
     frames = await wait_closed(peer, 2000 * MS)  # past the first token's exp
     assert close_code(frames) is None and peer.conn.is_open
 
@@ -370,8 +376,9 @@ async def test_refresh_for_another_subject_is_forbidden_and_kept(make_edge: Any)
 async def test_refresh_ends_subscriptions_the_new_claims_disallow(make_edge: Any) -> None:
     edge = await make_edge(jwt_secret=SECRET)
     peer = Peer(edge, f"?token={token(600, subscribe=['>'])}")
-    peer.send({"op": "subscribe", "id": 1, "topic": "a.x"}, {"op": "subscribe", "id": 2,
-                                                               "topic": "b.x"})
+    peer.send(
+        {"op": "subscribe", "id": 1, "topic": "a.x"}, {"op": "subscribe", "id": 2, "topic": "b.x"}
+    )
     replies = peer.replies()
     keys = {r["topic"]: r["sub"] for r in replies}
     peer.send({"op": "auth", "id": 3, "token": token(600, subscribe=["a.>"])})

@@ -43,8 +43,11 @@ def drain(server: HeraldServer, queue: str) -> list[dict[str, Any]]:
         msgs = r.json()["messages"]
         if not msgs:
             return out
-        httpx.post(f"{server.http}/v1/queues/{queue}/ack",
-                   json={"receipts": [m["receipt"] for m in msgs]}, timeout=5)
+        httpx.post(
+            f"{server.http}/v1/queues/{queue}/ack",
+            json={"receipts": [m["receipt"] for m in msgs]},
+            timeout=5,
+        )
         out += msgs
 
 
@@ -55,5 +58,8 @@ def subscribe(server: HeraldServer, **body: Any) -> dict[str, Any]:
 
 
 def publish(server: HeraldServer, topic: str, data: Any, **attributes: Any) -> httpx.Response:
-    return httpx.post(server.http + "/v1/publish",
-                      json={"topic": topic, "data": data, "attributes": attributes}, timeout=5)
+    return httpx.post(
+        server.http + "/v1/publish",
+        json={"topic": topic, "data": data, "attributes": attributes},
+        timeout=5,
+    )

@@ -19,9 +19,22 @@ EXAMPLE = ROOT / "examples" / "resources.yaml"
 
 def herald_apply(server: HeraldServer, *args: str, env: dict[str, str]) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "apply", "-f", str(EXAMPLE), "--url", server.http,
-         *args],
-        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "apply",
+            "-f",
+            str(EXAMPLE),
+            "--url",
+            server.http,
+            *args,
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -48,10 +61,12 @@ def test_apply_idempotent_dry_run_and_prune(
     assert "changed 10 resource(s)" in first
     rules = httpx.get(server.http + "/v1/history-rules", timeout=5).json()["rules"]
     assert rules == [{"pattern": "orders.>", "size": 1000, "ttl": None}]
+
     def kept() -> list[object]:
         publish(server, "orders.a", 1)
         page = httpx.get(server.http + "/v1/topics/orders.a/history", timeout=5).json()
         return [m["data"] for m in page["messages"]]
+
     assert eventually(kept)[0] == 1  # the gateway follows the applied rule (not message 0)
     applied = state(server)
     fraud = httpx.get(server.http + "/v1/queues/orders-fraud", timeout=5).json()
@@ -81,11 +96,13 @@ def test_example_order_fanout_end_to_end(
 ) -> None:
     sink = Receiver(script=[503]).start()  # the webhook's first attempt fails: retried
     receivers.append(sink)
-    server = HeraldServer(env={
-        "HERALD_RESOURCES": str(EXAMPLE),
-        "ANALYTICS_WEBHOOK_URL": sink.url,
-        "ANALYTICS_WEBHOOK_SECRET": "analytics-secret",
-    }).start()
+    server = HeraldServer(
+        env={
+            "HERALD_RESOURCES": str(EXAMPLE),
+            "ANALYTICS_WEBHOOK_URL": sink.url,
+            "ANALYTICS_WEBHOOK_SECRET": "analytics-secret",
+        }
+    ).start()
     servers.append(server)
     orders = [
         ("o1", {"eventType": "order.created", "shippingRequired": True, "total": 1500}),
@@ -97,8 +114,10 @@ def test_example_order_fanout_end_to_end(
     for order_id, attrs in orders:
         r = publish(server, f"orders.eu.{order_id}", {"order": order_id}, **attrs)
         assert r.status_code == 202, r.text
-    got = {q: [m["body"]["data"]["order"] for m in drain(server, q)]
-           for q in ("orders-inventory", "orders-shipping", "orders-fraud")}
+    got = {
+        q: [m["body"]["data"]["order"] for m in drain(server, q)]
+        for q in ("orders-inventory", "orders-shipping", "orders-fraud")
+    }
     assert got == {
         "orders-inventory": ["o1", "o2", "o3", "o5"],
         "orders-shipping": ["o1", "o5"],

@@ -38,10 +38,21 @@ def test_retries_follow_backoff_then_dead_letter(
     server = start(servers)
     flaky = receiver(receivers, 500, 429, 503, 500)
     httpx.put(server.http + "/v1/queues/hooks-dlq", timeout=5)
-    policy = {"numRetries": 3, "numNoDelayRetries": 1, "minDelayTarget": 0.3,
-              "maxDelayTarget": 1.2, "backoffFunction": "exponential"}
-    sub = subscribe(server, topic="orders.>", endpoint=flaky.url, delivery_policy=policy,
-                    dead_letter={"queue": "hooks-dlq"}, secret="s3")
+    policy = {
+        "numRetries": 3,
+        "numNoDelayRetries": 1,
+        "minDelayTarget": 0.3,
+        "maxDelayTarget": 1.2,
+        "backoffFunction": "exponential",
+    }
+    sub = subscribe(
+        server,
+        topic="orders.>",
+        endpoint=flaky.url,
+        delivery_policy=policy,
+        dead_letter={"queue": "hooks-dlq"},
+        secret="s3",
+    )
     assert publish(server, "orders.1", {"n": 1}, kind="x").status_code == 202
     calls = flaky.wait_calls(4)
     # Schedule [0, 0.6, 1.2]: each retry waits at least its delay (store-held, not slept).
@@ -52,7 +63,11 @@ def test_retries_follow_backoff_then_dead_letter(
     dead = eventually(lambda: drain(server, "hooks-dlq"))
     assert dead[0]["body"]["data"] == {"n": 1}
     assert dead[0]["attributes"] | {"herald_subscription": ""} == {
-        "kind": "x", "herald_error": "HTTP 500", "herald_attempts": 4, "herald_subscription": ""}
+        "kind": "x",
+        "herald_error": "HTTP 500",
+        "herald_attempts": 4,
+        "herald_subscription": "",
+    }
     labels = {"subscription": sub["id"]}
     assert metric(server, "herald_webhook_retried_total", **labels) == 3
     assert metric(server, "herald_webhook_failed_total", **labels) == 1
@@ -88,8 +103,11 @@ def test_throttle_holds_max_receives_per_second(
     server = start(servers)
     sink = receiver(receivers)
     subscribe(server, topic="t", endpoint=sink.url, delivery_policy={"maxReceivesPerSecond": 5})
-    r = httpx.post(server.http + "/v1/publish/batch",
-                   json={"messages": [{"topic": "t", "data": i} for i in range(11)]}, timeout=5)
+    r = httpx.post(
+        server.http + "/v1/publish/batch",
+        json={"messages": [{"topic": "t", "data": i} for i in range(11)]},
+        timeout=5,
+    )
     assert r.status_code == 202
     calls = sink.wait_calls(11)
     times = [c.at for c in calls]
@@ -100,7 +118,9 @@ def test_throttle_holds_max_receives_per_second(
 
 @pytest.mark.parametrize("engine", ["memory", "redis"])
 def test_durable_across_sigkill_while_waiting_for_retry(
-    engine: str, servers: list[HeraldServer], receivers: list[Receiver],
+    engine: str,
+    servers: list[HeraldServer],
+    receivers: list[Receiver],
     request: pytest.FixtureRequest,
 ) -> None:
     env = {"HERALD_ENGINE": engine}
@@ -142,8 +162,11 @@ def test_subscription_api_refuses_bad_input(servers: list[HeraldServer]) -> None
     for body in bad:
         r = httpx.post(server.http + "/v1/subscriptions", json=body, timeout=5)
         assert r.status_code == 400, (body, r.text)
-    r = httpx.post(server.http + "/v1/subscriptions", timeout=5,
-                   json={"topic": "t", "endpoint": "http://x/h", "dead_letter": {"queue": "no"}})
+    r = httpx.post(
+        server.http + "/v1/subscriptions",
+        timeout=5,
+        json={"topic": "t", "endpoint": "http://x/h", "dead_letter": {"queue": "no"}},
+    )
     assert r.status_code == 404
     assert httpx.get(server.http + "/v1/subscriptions", timeout=5).json()["subscriptions"] == []
 
@@ -168,5 +191,3 @@ def test_full_subscriber_queue_does_not_fail_the_publish(
     assert metric(server, "herald_fanout_refused_total", queue="tiny") == 2
     time.sleep(0.3)
     assert len(sink.calls) == 3  # exactly once each
-
-

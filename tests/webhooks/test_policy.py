@@ -11,26 +11,42 @@ from shared.errors import InvalidRequest
 def test_sns_defaults() -> None:
     p = parse_policy(None)
     assert p.as_dict() == {
-        "numRetries": 3, "numNoDelayRetries": 0, "numMinDelayRetries": 0,
-        "numMaxDelayRetries": 0, "minDelayTarget": 20.0, "maxDelayTarget": 20.0,
-        "backoffFunction": "linear", "maxReceivesPerSecond": None,
+        "numRetries": 3,
+        "numNoDelayRetries": 0,
+        "numMinDelayRetries": 0,
+        "numMaxDelayRetries": 0,
+        "minDelayTarget": 20.0,
+        "maxDelayTarget": 20.0,
+        "backoffFunction": "linear",
+        "maxReceivesPerSecond": None,
     }
     assert p.schedule() == [20.0, 20.0, 20.0]
 
 
 def test_phases_in_order() -> None:
-    p = parse_policy({"numRetries": 8, "numNoDelayRetries": 2, "numMinDelayRetries": 1,
-                      "numMaxDelayRetries": 2, "minDelayTarget": 1, "maxDelayTarget": 10,
-                      "backoffFunction": "linear"})
+    p = parse_policy(
+        {
+            "numRetries": 8,
+            "numNoDelayRetries": 2,
+            "numMinDelayRetries": 1,
+            "numMaxDelayRetries": 2,
+            "minDelayTarget": 1,
+            "maxDelayTarget": 10,
+            "backoffFunction": "linear",
+        }
+    )
     assert p.schedule() == [0, 0, 1, 4, 7, 10, 10, 10]
 
 
-@pytest.mark.parametrize(("fn", "expected"), [
-    ("linear", [3.25, 5.5, 7.75, 10.0]),
-    ("arithmetic", [1.9, 3.7, 6.4, 10.0]),
-    ("geometric", [1.778279, 3.162278, 5.623413, 10.0]),
-    ("exponential", [1.6, 2.8, 5.2, 10.0]),
-])
+@pytest.mark.parametrize(
+    ("fn", "expected"),
+    [
+        ("linear", [3.25, 5.5, 7.75, 10.0]),
+        ("arithmetic", [1.9, 3.7, 6.4, 10.0]),
+        ("geometric", [1.778279, 3.162278, 5.623413, 10.0]),
+        ("exponential", [1.6, 2.8, 5.2, 10.0]),
+    ],
+)
 def test_backoff_functions(fn: str, expected: list[float]) -> None:
     p = DeliveryPolicy(numRetries=4, minDelayTarget=1, maxDelayTarget=10, backoffFunction=fn)
     assert p.schedule() == pytest.approx(expected)
@@ -38,14 +54,30 @@ def test_backoff_functions(fn: str, expected: list[float]) -> None:
 
 
 def test_nested_sns_form_and_validation() -> None:
-    p = parse_policy({"healthyRetryPolicy": {"numRetries": 5, "backoffFunction": "EXPONENTIAL",
-                                             "minDelayTarget": 1, "maxDelayTarget": 60},
-                      "throttlePolicy": {"maxReceivesPerSecond": 5}})
+    p = parse_policy(
+        {
+            "healthyRetryPolicy": {
+                "numRetries": 5,
+                "backoffFunction": "EXPONENTIAL",
+                "minDelayTarget": 1,
+                "maxDelayTarget": 60,
+            },
+            "throttlePolicy": {"maxReceivesPerSecond": 5},
+        }
+    )
     assert (p.numRetries, p.backoffFunction, p.maxReceivesPerSecond) == (5, "exponential", 5)
-    for bad in [{"numRetries": -1}, {"numRetries": 101}, {"backoffFunction": "cubic"},
-                {"minDelayTarget": 30, "maxDelayTarget": 20}, {"colour": 1},
-                {"numRetries": 1, "numNoDelayRetries": 2}, {"maxReceivesPerSecond": 0},
-                {"minDelayTarget": "1"}, {"numRetries": True}, "fast"]:
+    for bad in [
+        {"numRetries": -1},
+        {"numRetries": 101},
+        {"backoffFunction": "cubic"},
+        {"minDelayTarget": 30, "maxDelayTarget": 20},
+        {"colour": 1},
+        {"numRetries": 1, "numNoDelayRetries": 2},
+        {"maxReceivesPerSecond": 0},
+        {"minDelayTarget": "1"},
+        {"numRetries": True},
+        "fast",
+    ]:
         with pytest.raises(InvalidRequest):
             parse_policy(bad)  # type: ignore[arg-type]
 
@@ -83,4 +115,5 @@ def test_endpoint_label_drops_credentials() -> None:
     from gateway.webhooks import endpoint_label
 
     assert endpoint_label("https://u:pw@h.example:8443/hook?key=abc#x") == (
-        "https://h.example:8443/hook")
+        "https://h.example:8443/hook"
+    )

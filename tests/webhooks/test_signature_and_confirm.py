@@ -26,12 +26,8 @@ def documented_verify() -> Callable[..., bool]:
 
 
 def test_signature_verifies_with_the_documented_snippet(
-    servers: list[HeraldServer], receivers: list[Receiver]
+    server: HeraldServer, sink: Receiver
 ) -> None:
-    server = HeraldServer().start()
-    servers.append(server)
-    sink = Receiver().start()
-    receivers.append(sink)
     subscribe(server, topic="t", endpoint=sink.url, secret="right-secret", raw=True)
     publish(server, "t", {"x": 1})
     (call,) = sink.wait_calls(1)
@@ -44,13 +40,7 @@ def test_signature_verifies_with_the_documented_snippet(
     assert not verify("right-secret", stale, call.body)
 
 
-def test_confirmation_gates_delivery(
-    servers: list[HeraldServer], receivers: list[Receiver]
-) -> None:
-    server = HeraldServer().start()
-    servers.append(server)
-    sink = Receiver().start()
-    receivers.append(sink)
+def test_confirmation_gates_delivery(server: HeraldServer, sink: Receiver) -> None:
     sub = subscribe(server, topic="t", endpoint=sink.url, confirm=True, secret="k")
     assert sub["status"] == "pending_confirmation"
     (hello,) = sink.wait_calls(1)

@@ -23,11 +23,14 @@ async def test_two_gateways_declaring_one_webhook_write_one_subscription(
     await b.start()
     try:
         policy = {"numRetries": 2}
-        subs = await asyncio.gather(*(
-            svc.create_webhook_subscription("orders.>", "http://h/x", {"k": ["v"]},
-                                            delivery_policy=policy, secret="s")
-            for svc in (a, b)
-        ))
+        subs = await asyncio.gather(
+            *(
+                svc.create_webhook_subscription(
+                    "orders.>", "http://h/x", {"k": ["v"]}, delivery_policy=policy, secret="s"
+                )
+                for svc in (a, b)
+            )
+        )
         assert subs[0]["id"] == subs[1]["id"]
         assert [s["id"] for s in await a.list_subscriptions()] == [subs[0]["id"]]
         await b.on_publish([Message.build("orders.1", "m1", 1, {"n": 1}, {"k": "v"})])
@@ -49,8 +52,10 @@ async def test_two_gateways_declaring_one_webhook_write_one_subscription(
 
 async def test_sqlite_store_from_before_webhooks_is_migrated(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "queues.db")
-    conn.execute("CREATE TABLE subscriptions (id TEXT PRIMARY KEY, topic TEXT NOT NULL, "
-                 "queue TEXT NOT NULL, filter_policy TEXT, created_at INTEGER NOT NULL)")
+    conn.execute(
+        "CREATE TABLE subscriptions (id TEXT PRIMARY KEY, topic TEXT NOT NULL, "
+        "queue TEXT NOT NULL, filter_policy TEXT, created_at INTEGER NOT NULL)"
+    )
     conn.execute("INSERT INTO subscriptions VALUES ('sub_old', 'a.>', 'q', NULL, 1)")
     conn.commit()
     conn.close()

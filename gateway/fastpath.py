@@ -1,0 +1,338 @@
+"""The ingest fast path: the hot POST routes without FastAPI's routing.
+
+`/v1/publish`, `/v1/publish/batch`, and the queue routes `/v1/queues/{name}/messages/batch`,
+`…/receive` and `…/ack`. Measured (docs/BENCHMARKS.md, "Issue 14"): a FastAPI route that
+only reads its body costs about five times a raw ASGI app under the same uvicorn, before
+Herald does any work, and FastAPI's middleware stack alone a tenth of a fast publish, so
+these routes could not come near the floor through FastAPI. This ASGI app, in front of
+the FastAPI app, answers them itself when the request is the plain, valid case, and hands
+everything else to FastAPI, which stays the one place that words validation errors:
+
+- a content type other than `application/json`, malformed JSON, or a shape the
+  route's model would not take as it is (wrong types, extra fields) -> FastAPI, with
+  the body replayed;
+- JSON Herald refuses (NaN, lone surrogates, integers over 64 bits, deep nesting) ->
+  the route's `parse_http_body` checks (`_parse`), so the same 400;
+- a `HeraldError` (auth, a bad topic, rate limits, an unavailable backplane) ->
+  rendered by the app's own `HeraldError` handler, so the reply is the same.
+
+The FastAPI routes keep documenting these paths in OpenAPI and serve every fallback.
+A chunked body or one over the body limit goes to FastAPI unread (`BodyLimit`: 413).
+Middleware added to the FastAPI app does not see the requests served here, so the fast
+path leaves to FastAPI every request with an `Origin` (the CORS middleware answers those)
+and observes the HTTP latency histogram itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.types import Message, Receive, Scope, Send
+
+from fanout.backplane import PublishOutcome
+from fanout.queues import QueueService
+from fanout.queues.model import MAX_BATCH as QUEUE_BATCH
+from fanout.queues.model import MAX_VISIBILITY_S, MAX_WAIT_S
+from gateway.bodies import BATCH_KEYS
+from gateway.deps import admin_principal
+from gateway.http_api import MAX_BATCH
+from gateway.publish_limit import charge_publish
+from gateway.queues_api import queue_service
+from shared.auth import bearer
+from shared.errors import HeraldError, PayloadTooLarge
+from shared.jsonvalue import check_fields, parse_http_body
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from fanout.node import Node
+
+_PUBLISH_FIELDS = frozenset(("topic", "data", "attributes", "id"))
+_SCALARS = (str, int, float, bool)
+
+Reply = bytes | None  # None: not the plain case, FastAPI answers
+Handler = Callable[["FastAPI", Any, str | None], Awaitable[Reply]]
+QueueHandler = Callable[["FastAPI", Any, str | None, str], Awaitable[Reply]]
+
+
+class _Fallback(Exception):
+    """The request is not the plain case: FastAPI answers it."""
+
+
+def _start(status: int, length: int) -> Message:
+    return {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-length", b"%d" % length),
+            (b"content-type", b"application/json"),
+        ],
+    }
+
+
+def _result(outcome: PublishOutcome | HeraldError) -> dict[str, Any]:
+    if isinstance(outcome, HeraldError):
+        return {"error": outcome.to_dict()}
+    if outcome.offset is None:
+        return {"id": outcome.id}
+    return {"id": outcome.id, "offset": outcome.offset}
+
+
+def _plain_entry(entry: Any) -> bool:
+    """What `PublishIn` (strict) takes unchanged: the node validates the rest."""
+    if type(entry) is not dict or type(entry.get("topic")) is not str:
+        return False
+    if not _PUBLISH_FIELDS.issuperset(entry):
+        return False
+    attributes = entry.get("attributes")
+    if attributes is not None and (
+        type(attributes) is not dict or not all(type(v) in _SCALARS for v in attributes.values())
+    ):
+        return False
+    msg_id = entry.get("id")
+    return msg_id is None or type(msg_id) is str
+
+
+async def _publish(app: FastAPI, body: Any, authorization: str | None) -> Reply:
+    if not _plain_entry(body):
+        return None
+    node: Node = app.state.node
+    principal = node.auth.authenticate(bearer(authorization))
+    charge_publish(app.state, node, principal, 1)
+    # `parse_http_body` checked every field of the body, as it does for the route.
+    (outcome,) = await node.publish([body], principal, values_checked=True)
+    if isinstance(outcome, HeraldError):
+        raise outcome
+    return orjson.dumps(_result(outcome))
+
+
+async def _publish_batch(app: FastAPI, body: Any, authorization: str | None) -> Reply:
+    # `entries`, or its deprecated name `messages` (docs/http-api.md); both: FastAPI.
+    if type(body) is not dict or len(body) != 1:
+        return None
+    (key,) = body
+    if key not in BATCH_KEYS:
+        return None
+    entries = body[key]
+    if type(entries) is not list or not 1 <= len(entries) <= MAX_BATCH:
+        return None
+    node: Node = app.state.node
+    principal = node.auth.authenticate(bearer(authorization))
+    charge_publish(app.state, node, principal, len(entries))
+    outcomes = await node.publish(entries, principal)
+    return orjson.dumps({"results": [_result(o) for o in outcomes]})
+
+
+def _number(value: Any, low: float, high: float, kind: tuple[type, ...] = (int, float)) -> bool:
+    return type(value) in kind and low <= value <= high
+
+
+def _strings(value: Any) -> bool:
+    return (
+        type(value) is list
+        and 1 <= len(value) <= QUEUE_BATCH
+        and all(type(v) is str for v in value)
+    )
+
+
+async def _queue_send_batch(app: FastAPI, body: Any, authorization: str | None, name: str) -> Reply:
+    """`BatchIn` as it is: {"entries": [objects]}; the service checks each entry."""
+    if type(body) is not dict or body.keys() != _QUEUE_BATCH_FIELDS:
+        return None
+    entries = body["entries"]
+    if type(entries) is not list or not 1 <= len(entries) <= QUEUE_BATCH:
+        return None
+    if not all(type(e) is dict for e in entries):
+        return None
+    svc = _queue_caller(app, authorization)
+    return orjson.dumps({"results": await svc.send_batch(name, entries)})
+
+
+async def _queue_receive(app: FastAPI, body: Any, authorization: str | None, name: str) -> Reply:
+    """`ReceiveIn` as it is: `max`, `wait`, `visibility_timeout`, each in range."""
+    if type(body) is not dict or not _RECEIVE_FIELDS.issuperset(body):
+        return None
+    count, wait = body.get("max", 1), body.get("wait", 0)
+    vt = body.get("visibility_timeout")
+    if not (
+        _number(count, 1, QUEUE_BATCH, (int,))
+        and _number(wait, 0, MAX_WAIT_S)
+        and (vt is None or _number(vt, 0, MAX_VISIBILITY_S))
+    ):
+        return None
+    svc = _queue_caller(app, authorization)
+    msgs = await svc.receive(name, max=count, wait=wait, visibility_timeout=vt)
+    return orjson.dumps({"messages": msgs})
+
+
+async def _queue_ack(app: FastAPI, body: Any, authorization: str | None, name: str) -> Reply:
+    """`AckIn` as it is: {"receipts": [1-100 strings]}."""
+    if type(body) is not dict or body.keys() != _ACK_FIELDS or not _strings(body["receipts"]):
+        return None
+    svc = _queue_caller(app, authorization)
+    return orjson.dumps({"results": await svc.ack(name, body["receipts"])})
+
+
+def _queue_caller(app: FastAPI, authorization: str | None) -> QueueService:
+    """The queue router's dependencies, in their order: an admin caller, then the service."""
+    node: Node = app.state.node
+    admin_principal(node, authorization)
+    return queue_service(node)
+
+
+_QUEUE_BATCH_FIELDS = frozenset(("entries",))
+_RECEIVE_FIELDS = frozenset(("max", "wait", "visibility_timeout"))
+_ACK_FIELDS = frozenset(("receipts",))
+# POST /v1/queues/{name}/<action>
+QUEUE_ROUTES: dict[str, QueueHandler] = {
+    "messages/batch": _queue_send_batch,
+    "receive": _queue_receive,
+    "ack": _queue_ack,
+}
+ROUTES: dict[str, Handler] = {"/v1/publish": _publish, "/v1/publish/batch": _publish_batch}
+
+
+# 19 digits in a row: a number orjson may read differently (2**64 becomes a float).
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def _parse(raw: bytes, batch_keys: tuple[str, ...]) -> Any:
+    """What the route's `parse_http_body` gives (or raises), read with orjson where
+    orjson reads the same: an object with no long number in it. Everything else, and
+    every body orjson refuses, goes through `parse_http_body` itself."""
+    if _LONG_NUMBER.search(raw) is None:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        if type(body) is dict:
+            # parse_http_body's checks: batch entries later, one by one; the rest now.
+            check_fields(
+                body
+                if not batch_keys
+                else {k: v for k, v in body.items() if not (k in batch_keys and type(v) is list)}
+            )
+            return body
+    return parse_http_body(raw, batch_keys)
+
+
+def _is_json(content_type: bytes) -> bool:
+    media = content_type.partition(b";")[0].strip().lower()
+    return media == b"application/json"
+
+
+class PublishFastPath:
+    """ASGI app in front of Herald's FastAPI app: the ingest routes' plain case."""
+
+    def __init__(self, app: FastAPI, body_limit: int) -> None:
+        self.app = app
+        self.body_limit = body_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = _match(scope)
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        handler, status, batch_keys, template = route
+        start = time.perf_counter()
+        authorization: str | None = None
+        json_body = False
+        length = -1
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                json_body = _is_json(value)
+            elif name == b"content-length":
+                length = int(value) if value.isdigit() else -1
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"origin":
+                # A browser's request: the CORS middleware of the FastAPI app answers.
+                json_body = False
+                break
+        # Chunked or too large: BodyLimit in the FastAPI app answers (413).
+        if not json_body or not 0 <= length <= self.body_limit:
+            await self.app(scope, receive, send)
+            return
+        raw = await _read_body(receive, length)
+        try:
+            reply = await handler(self.app, _parse(raw, batch_keys), authorization)
+        except json.JSONDecodeError:
+            reply = None
+        except HeraldError as exc:
+            # The app's own handler, so the reply is the one FastAPI would give.
+            response = self.app.exception_handlers[HeraldError](Request(scope, receive), exc)
+            if inspect.isawaitable(response):
+                response = await response
+            await response(scope, receive, send)
+            return
+        if reply is None:
+            await self.app(scope, _replay(raw, receive), send)
+            return
+        await send(_start(status, len(reply)))
+        await send({"type": "http.response.body", "body": reply})
+        # The FastAPI app's RequestTimer does not see this request: observe it here.
+        self.app.state.telemetry.http_latency.labels("POST", template, _STATUS[status]).observe(
+            time.perf_counter() - start
+        )
+
+
+_STATUS = {200: "200", 202: "202"}
+
+
+def _match(scope: Scope) -> tuple[Handler, int, tuple[str, ...], str] | None:
+    """(handler, status, batch keys, route template) for a request the fast path may answer."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    path: str = scope["path"]
+    handler = ROUTES.get(path)
+    if handler is not None:
+        return handler, 202, BATCH_KEYS if handler is _publish_batch else (), path
+    if not path.startswith("/v1/queues/"):
+        return None
+    name, _, action = path[len("/v1/queues/") :].partition("/")
+    queue_handler = QUEUE_ROUTES.get(action)
+    if queue_handler is None or not name:
+        return None
+
+    async def bound(app: FastAPI, body: Any, authorization: str | None) -> Reply:
+        return await queue_handler(app, body, authorization, name)
+
+    template = "/v1/queues/{name}/" + action
+    return bound, 200, BATCH_KEYS if action.endswith("/batch") else (), template
+
+
+async def _read_body(receive: Receive, length: int) -> bytes:
+    """The body, at most `length` bytes (its Content-Length, which the parser enforces)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > length:  # never from httptools; a bound for any other server
+            raise PayloadTooLarge("body longer than its Content-Length")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _replay(raw: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the body read already, then the real channel's events."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        return await receive()
+
+    return replay
