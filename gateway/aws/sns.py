@@ -352,6 +352,22 @@ class SnsApi:
 
     # ---- subscriptions ----------------------------------------------------------------
 
+    def _sub_attributes(
+        self, params: dict[str, str]
+    ) -> tuple[dict[str, str], dict[str, Any] | None]:
+        """A Subscribe's `Attributes` (checked) and the filter policy they give."""
+        attrs = _entries(params, "Attributes.entry", "key", "value")
+        self._check_sub_attributes(attrs)
+        return attrs, self._filter(attrs)
+
+    async def _existing_sub(self, arn: str, endpoint: str) -> dict[str, Any] | None:
+        """The SNS subscription of `endpoint` to the topic `arn`, if there is one."""
+        for sub in await self._sns_subs():
+            opts = sub["options"]
+            if opts.get("topic_arn") == arn and opts.get("endpoint") == endpoint:
+                return sub
+        return None
+
     def _filter(self, attrs: Mapping[str, str]) -> dict[str, Any] | None:
         """The Herald filter policy of an SNS subscription's attributes."""
         raw = attrs.get("FilterPolicy")
@@ -411,19 +427,17 @@ class SnsApi:
                 "Invalid parameter: Invalid SQS endpoint: FIFO topics deliver to FIFO queues "
                 "and standard topics to standard queues",
             )
-        attrs = _entries(params, "Attributes.entry", "key", "value")
-        self._check_sub_attributes(attrs)
-        policy = self._filter(attrs)
-        for sub in await self._sns_subs():
-            opts = sub["options"]
-            if opts.get("topic_arn") == arn and opts.get("endpoint") == endpoint:
-                if (opts.get("attributes") or {}) != attrs and attrs:
-                    raise AwsError(
-                        "InvalidParameter",
-                        "Invalid parameter: Attributes Reason: Subscription already exists "
-                        "with different attributes",
-                    )
-                return {"SubscriptionArn": opts["subscription_arn"]}
+        attrs, policy = self._sub_attributes(params)
+        existing = await self._existing_sub(arn, endpoint)
+        if existing is not None:
+            opts = existing["options"]
+            if (opts.get("attributes") or {}) != attrs and attrs:
+                raise AwsError(
+                    "InvalidParameter",
+                    "Invalid parameter: Attributes Reason: Subscription already exists "
+                    "with different attributes",
+                )
+            return {"SubscriptionArn": opts["subscription_arn"]}
         sub = await self.queues.create_subscription(name, queue, policy, {"attributes": attrs})
         sub_arn = self._sub_arn(arn, sub["id"])
         options = {
@@ -449,13 +463,10 @@ class SnsApi:
         envelopes and is confirmed with ConfirmSubscription (or the confirm URL)."""
         if not endpoint.lower().startswith(protocol + "://"):
             raise AwsError("InvalidParameter", f"Invalid parameter: Endpoint must match {protocol}")
-        attrs = _entries(params, "Attributes.entry", "key", "value")
-        self._check_sub_attributes(attrs)
-        policy = self._filter(attrs)
-        for sub in await self._sns_subs():
-            opts = sub["options"]
-            if opts.get("topic_arn") == arn and opts.get("endpoint") == endpoint:
-                return {"SubscriptionArn": self._shown_arn(sub)}
+        attrs, policy = self._sub_attributes(params)
+        existing = await self._existing_sub(arn, endpoint)
+        if existing is not None:
+            return {"SubscriptionArn": self._shown_arn(existing)}
         out = await self.queues.create_webhook_subscription(
             name, endpoint, policy, **self._hook_settings(attrs), confirm=True
         )
