@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from aws_helpers import make_client
+from aws_helpers import drain, make_client
 from procs import ROOT, HeraldServer
 
 pytestmark = pytest.mark.integration
@@ -123,12 +123,9 @@ def diff(a: Any, b: Any, path: str, out: dict[str, tuple[Any, Any]]) -> None:
         out[path or "."] = (a, b)
 
 
-def drain(sqs: Any, url: str, **kw: Any) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    while msgs := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, **kw).get("Messages"):
-        out += msgs
-        for m in msgs:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+def drain_sorted(sqs: Any, url: str, **kw: Any) -> list[dict[str, Any]]:
+    """`drain`, sorted by message text: the two sides need not deliver in one order."""
+    out = drain(sqs, url, **kw)
     return sorted(out, key=lambda m: (envelope(m["Body"]) or {}).get("Message", m["Body"]))
 
 
@@ -207,7 +204,7 @@ def messages(sqs: Any, sns: Any, rec: Any, s: str) -> None:
     rec(
         "receive",
         lambda: {
-            "Messages": drain(
+            "Messages": drain_sorted(
                 sqs,
                 url,
                 MessageAttributeNames=["All"],
@@ -308,7 +305,7 @@ def fifo(sqs: Any, sns: Any, rec: Any, s: str) -> None:
             MessageGroupId="g",
             MessageDeduplicationId=f"d{i % 3}",
         )
-    rec("received", lambda: [m["Body"] for m in drain(sqs, url)])
+    rec("received", lambda: [m["Body"] for m in drain_sorted(sqs, url)])
     rec(
         "delay on fifo",
         lambda: sqs.send_message(
@@ -414,7 +411,7 @@ def sns_filters(sqs: Any, sns: Any, rec: Any, s: str) -> None:
             MessageAttributes=attrs,
         )
     for name, url in urls.items():
-        rec(name, lambda url=url: drain(sqs, url, MessageAttributeNames=["All"]))
+        rec(name, lambda url=url: drain_sorted(sqs, url, MessageAttributeNames=["All"]))
 
 
 def sns_management(sqs: Any, sns: Any, rec: Any, s: str) -> None:
@@ -466,7 +463,7 @@ def sns_management(sqs: Any, sns: Any, rec: Any, s: str) -> None:
             )["Successful"]
         ),
     )
-    rec("raw bodies", lambda: [m["Body"] for m in drain(sqs, url)])
+    rec("raw bodies", lambda: [m["Body"] for m in drain_sorted(sqs, url)])
     rec(
         "batch same ids",
         lambda: sns.publish_batch(
@@ -531,7 +528,7 @@ def sns_more(sqs: Any, sns: Any, rec: Any, s: str) -> None:
             MessageDeduplicationId=f"d{i % 2}",
             MessageAttributes={"tags": {"DataType": "String.Array", "StringValue": '["a", "b"]'}},
         )
-    rec("fifo raw", lambda: [m["Body"] for m in drain(sqs, url)])
+    rec("fifo raw", lambda: [m["Body"] for m in drain_sorted(sqs, url)])
     rec("publish without group", lambda: sns.publish(TopicArn=topic, Message="x"))
     policy = json.dumps({"healthyRetryPolicy": {"numRetries": 3}})
     rec(
