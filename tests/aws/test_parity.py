@@ -129,6 +129,12 @@ def drain_sorted(sqs: Any, url: str, **kw: Any) -> list[dict[str, Any]]:
     return sorted(out, key=lambda m: (envelope(m["Body"]) or {}).get("Message", m["Body"]))
 
 
+def fifo_sends(n: int, every: int) -> list[dict[str, str]]:
+    """FIFO arguments of `n` sends in one group whose deduplication ids repeat every
+    `every` sends (the repeats are dropped as duplicates)."""
+    return [{"MessageGroupId": "g", "MessageDeduplicationId": f"d{i % every}"} for i in range(n)]
+
+
 # ---- scenarios -----------------------------------------------------------------------
 
 
@@ -298,13 +304,8 @@ def fifo(sqs: Any, sns: Any, rec: Any, s: str) -> None:
         lambda: sqs.send_message(QueueUrl=url, MessageBody="x", MessageGroupId="g"),
     )
     rec("no group", lambda: sqs.send_message(QueueUrl=url, MessageBody="x"))
-    for i in range(4):
-        sqs.send_message(
-            QueueUrl=url,
-            MessageBody=f"m{i}",
-            MessageGroupId="g",
-            MessageDeduplicationId=f"d{i % 3}",
-        )
+    for i, fifo in enumerate(fifo_sends(4, 3)):
+        sqs.send_message(QueueUrl=url, MessageBody=f"m{i}", **fifo)
     rec("received", lambda: [m["Body"] for m in drain_sorted(sqs, url)])
     rec(
         "delay on fifo",
@@ -520,14 +521,9 @@ def sns_more(sqs: Any, sns: Any, rec: Any, s: str) -> None:
         Endpoint=arn,
         Attributes={"RawMessageDelivery": "true"},
     )["SubscriptionArn"]
-    for i in range(3):
-        sns.publish(
-            TopicArn=topic,
-            Message=f"m{i}",
-            MessageGroupId="g",
-            MessageDeduplicationId=f"d{i % 2}",
-            MessageAttributes={"tags": {"DataType": "String.Array", "StringValue": '["a", "b"]'}},
-        )
+    tags = {"tags": {"DataType": "String.Array", "StringValue": '["a", "b"]'}}
+    for i, fifo in enumerate(fifo_sends(3, 2)):
+        sns.publish(TopicArn=topic, Message=f"m{i}", MessageAttributes=tags, **fifo)
     rec("fifo raw", lambda: [m["Body"] for m in drain_sorted(sqs, url)])
     rec("publish without group", lambda: sns.publish(TopicArn=topic, Message="x"))
     policy = json.dumps({"healthyRetryPolicy": {"numRetries": 3}})
