@@ -98,6 +98,9 @@ CASES: list[tuple[str, dict[str, str], bytes]] = [
     ("/v1/publish", AUTH, orjson.dumps({**MSG, "data": {"a": _nested(MAX_DEPTH - 1)}})),
     ("/v1/publish", AUTH, orjson.dumps({**MSG, "data": {"a": _nested(MAX_DEPTH)}})),
     ("/v1/publish", AUTH, orjson.dumps({**MSG, "data": "[{" * 100})),
+    # 19 digits in all, never 19 in a row; then 19 in a row (over 64 bits).
+    ("/v1/publish", AUTH, orjson.dumps({**MSG, "data": [1234567890, 123456789]})),
+    ("/v1/publish", AUTH, b'{"topic": "game.1", "data": 9999999999999999999999}'),
     ("/v1/publish", AUTH, b'{"topic": "game.1", "data": 18446744073709551616}'),
     ("/v1/publish", AUTH, b'{"topic": "game.1", "data": -9223372036854775809}'),
     ("/v1/publish", AUTH, b'{"topic": "game.1", "data": [1e999]}'),
