@@ -179,7 +179,7 @@ class Node:
 
         `values_checked`: the caller ran `check_fields(entry)` already (an HTTP body).
         """
-        if not isinstance(entry, Mapping):
+        if type(entry) is not dict and not isinstance(entry, Mapping):  # ABC check: slow
             raise InvalidRequest("a message must be a JSON object")
         if not values_checked:
             check_fields(entry)  # encodable, finite, at most MAX_DEPTH deep: deliverable

@@ -6,8 +6,10 @@ not counted towards HERALD_MAX_CONNECTIONS.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -88,3 +90,35 @@ async def test_handshaking_sockets_count_towards_max_connections(server: HeraldS
     finally:
         for sock in socks:
             sock.close()
+
+
+def _get(sock: socket.socket) -> bytes:
+    """One keep-alive GET /healthz on `sock`: the reply head and body."""
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += sock.recv(4096)
+    return head
+
+
+async def test_each_request_of_a_keep_alive_connection_gets_its_own_deadline(
+    server: HeraldServer,
+) -> None:
+    # Requests one after another for longer than the deadline: none of them is late,
+    # so the connection stays open (the deadline is per request head, not per socket).
+    with contextlib.closing(open_socket(server.port)) as sock:
+        deadline = time.monotonic() + 3 * 500 * MS
+        while time.monotonic() < deadline:
+            assert _get(sock).startswith(b"HTTP/1.1 200 ")
+            await asyncio.sleep(50 * MS)
+        # An idle keep-alive connection has no head deadline; a head begun and not
+        # finished does, counted from when it began.
+        await asyncio.sleep(700 * MS)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        assert read_to_eof(sock).startswith(b"HTTP/1.1 408 ")
+        assert time.monotonic() - started >= 400 * MS

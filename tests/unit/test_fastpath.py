@@ -24,6 +24,7 @@ from gateway import fastpath
 from gateway.app import body_limit, create_app
 from gateway.fastpath import PublishFastPath
 from shared.config import Settings
+from shared.jsonvalue import MAX_DEPTH
 
 KEY = "k-fast"
 JSON = {"content-type": "application/json"}
@@ -62,6 +63,15 @@ MSG = {"topic": "game.1", "data": {"home": 2}, "id": "m1"}
 DEEP: Any = 1
 for _ in range(70):
     DEEP = [DEEP]
+
+
+def _nested(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 CASES: list[tuple[str, dict[str, str], bytes]] = [
     ("/v1/publish", AUTH, orjson.dumps(MSG)),
     ("/v1/publish", AUTH, orjson.dumps({**MSG, "attributes": {"a": "x", "n": 1.5}})),
@@ -82,6 +92,15 @@ CASES: list[tuple[str, dict[str, str], bytes]] = [
     ("/v1/publish", AUTH, orjson.dumps({**MSG, "data": DEEP})),
     ("/v1/publish", JSON, orjson.dumps({**MSG, "data": DEEP})),
     ("/v1/publish", JSON, b'{"topic": "game.1", "data": 1e999}'),
+    # At the depth limit and one past it; brackets in strings only look deep.
+    ("/v1/publish", AUTH, orjson.dumps({**MSG, "data": _nested(MAX_DEPTH)})),
+    ("/v1/publish", AUTH, orjson.dumps({**MSG, "data": _nested(MAX_DEPTH + 1)})),
+    ("/v1/publish", AUTH, orjson.dumps({**MSG, "data": {"a": _nested(MAX_DEPTH - 1)}})),
+    ("/v1/publish", AUTH, orjson.dumps({**MSG, "data": {"a": _nested(MAX_DEPTH)}})),
+    ("/v1/publish", AUTH, orjson.dumps({**MSG, "data": "[{" * 100})),
+    # 19 digits in all, never 19 in a row; then 19 in a row (over 64 bits).
+    ("/v1/publish", AUTH, orjson.dumps({**MSG, "data": [1234567890, 123456789]})),
+    ("/v1/publish", AUTH, b'{"topic": "game.1", "data": 9999999999999999999999}'),
     ("/v1/publish", AUTH, b'{"topic": "game.1", "data": 18446744073709551616}'),
     ("/v1/publish", AUTH, b'{"topic": "game.1", "data": -9223372036854775809}'),
     ("/v1/publish", AUTH, b'{"topic": "game.1", "data": [1e999]}'),
