@@ -172,18 +172,27 @@ def ensure_wrk() -> str:
     return path
 
 
-def _lua(body: bytes) -> str:
+def _lua(body: bytes, rate: float = 0.0) -> str:
     # A Lua long string keeps the JSON as is (it never contains "]==]").
-    return (
+    script = (
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
         f"wrk.body = [==[{body.decode()}]==]\n"
     )
+    if rate > 0:
+        # wrk's `delay()` pauses each connection before its next request: CONNS
+        # connections at CONNS/rate seconds apart ask about `rate` requests/s of every
+        # server alike (a little less, by the reply's latency), so the servers are
+        # compared at one request rate instead of each at its own saturation rate.
+        script += f"function delay()\n  return {CONNS * 1000 / rate:.3f}\nend\n"
+    return script
 
 
-def run_wrk(wrk: str, url: str, body: bytes, seconds: float, tmp: Path) -> dict[str, Any]:
+def run_wrk(
+    wrk: str, url: str, body: bytes, seconds: float, tmp: Path, rate: float = 0.0
+) -> dict[str, Any]:
     script = tmp / "post.lua"
-    script.write_text(_lua(body))
+    script.write_text(_lua(body, rate))
     cmd = ["taskset", "-c", str(LOAD_CPU), wrk, "-t1", f"-c{CONNS}", f"-d{seconds:g}s"]
     cmd += ["-s", str(script), url]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -250,11 +259,13 @@ PHASES = [
 ]
 
 
-def measure(t: Target, ph: Phase, wrk: str, seconds: float, tmp: Path) -> dict[str, Any]:
+def measure(
+    t: Target, ph: Phase, wrk: str, seconds: float, tmp: Path, rate: float = 0.0
+) -> dict[str, Any]:
     s0, r0, w0 = proc_cpu(t.pid), proc_cpu(t.redis_pid), time.monotonic()
     if ph.body is not None:
         floor_path = "/" if t.name == "floor" else ph.path
-        res = run_wrk(wrk, f"http://127.0.0.1:{t.port}{floor_path}", ph.body(), seconds, tmp)
+        res = run_wrk(wrk, f"http://127.0.0.1:{t.port}{floor_path}", ph.body(), seconds, tmp, rate)
         res["messages"] = res["requests"] * ph.per_request
     else:
         res = run_client(ph.name, t.port, seconds)
@@ -467,6 +478,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--servers", default="floor,memory,redis")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="HTTP phases: ask every server for about this many requests/s (wrk delay()) "
+        "instead of as many as it can answer",
+    )
+    p.add_argument(
         "--fanout",
         default="",
         metavar="SUBS,TOPICS,RATE,SECONDS",
@@ -508,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
                         ph.herald_only == "ws" and not t.ws
                     ):
                         continue
-                    res = measure(t, ph, wrk, args.seconds, tmp)
+                    res = measure(t, ph, wrk, args.seconds, tmp, args.rate)
                     log(f"{ph.name} {t.name}: {res}")
                     results.setdefault(ph.name, {}).setdefault(t.name, []).append(res)
     finally:
