@@ -161,7 +161,7 @@ class Control(asyncio.Protocol):
 
 # topic -> (the `msgs` frame prefix of its subscription, its sockets).
 topics: dict[str, tuple[bytes, dict[Any, None]]] = {}
-_TOPIC = b'"topic":"'
+_TOPIC = b'"topic"'
 _next_id = 0
 _ID_PREFIX = secrets.token_hex(5)
 
@@ -240,10 +240,11 @@ class TopicWS(asyncio.Protocol):
             self.buf = data[pos:]
 
     def _subscribe(self, payload: bytes) -> None:
+        # The value after `"topic"` (whatever spacing the client's JSON has); no parse.
         i = payload.find(_TOPIC)
         if i < 0:
             return
-        i += len(_TOPIC)
+        i = payload.index(b'"', i + len(_TOPIC)) + 1
         topic = payload[i : payload.index(b'"', i)].decode()
         entry = topics.get(topic)
         if entry is None:
