@@ -67,6 +67,49 @@ def server_frame(opcode: int, payload: bytes) -> bytes:
 SUBSCRIBED = server_frame(0x1, _SUB)
 
 
+def handshake(t: Any, data: bytes) -> bytes | None:
+    """Answer an upgrade request: 101, or 400 and close (then `t.is_closing()`).
+    Returns what follows the request head, or None while the head is incomplete."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    m = _KEY.search(data, 0, end + 2)
+    if m is None or not data.startswith(b"GET "):
+        t.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+        t.close()
+        return b""
+    accept = base64.b64encode(hashlib.sha1(m.group(1) + _GUID).digest())
+    t.write(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+    return data[end + 4 :]
+
+
+def upgrade(ws: Any, data: bytes) -> bytes | None:
+    """A protocol's handshake state (`t`, `buf`, `state`): once the head is answered
+    with 101, `state` 1 and the bytes after it; None while incomplete or refused."""
+    rest = handshake(ws.t, data)
+    if rest is None:
+        ws.buf = data
+        return None
+    if ws.t.is_closing():
+        return None
+    ws.state = 1
+    return rest
+
+
+async def read_body(receive: Any) -> bytes:
+    """The whole body of an ASGI HTTP request."""
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return body
+
+
 def msgs_frame(total: int) -> bytes:
     """A `msgs` text frame carrying one message, exactly `total` bytes long."""
     prefix = b'{"op":"msgs","sub":"0000000000000000","msgs":[{"topic":"bench.t0","data":"'
@@ -93,25 +136,11 @@ class FloorWS(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.state == 0:
             data = self.buf + data
-            end = data.find(b"\r\n\r\n")
-            if end < 0:
-                self.buf = data
-                return
             self.buf = b""
-            m = _KEY.search(data, 0, end + 2)
-            if m is None or not data.startswith(b"GET "):
-                self.t.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
-                self.t.close()
+            rest = upgrade(self, data)
+            if not rest:
                 return
-            accept = base64.b64encode(hashlib.sha1(m.group(1) + _GUID).digest())
-            self.t.write(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-            )
-            self.state = 1
-            data = data[end + 4 :]
-            if not data:
-                return
+            data = rest
         # Client frames: the subscribe (any text frame), pongs, a close. Just the opcode.
         op = data[0] & 0x0F
         if op == 0x8:
@@ -199,22 +228,10 @@ class TopicWS(asyncio.Protocol):
         self.buf = b""
         if self.state == 0:
             # uvicorn hands over the request head it parsed, rebuilt as bytes.
-            end = data.find(b"\r\n\r\n")
-            if end < 0:
-                self.buf = data
+            rest = upgrade(self, data)
+            if rest is None:
                 return
-            m = _KEY.search(data, 0, end + 2)
-            if m is None:
-                self.t.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
-                self.t.close()
-                return
-            accept = base64.b64encode(hashlib.sha1(m.group(1) + _GUID).digest())
-            self.t.write(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-            )
-            self.state = 1
-            data = data[end + 4 :]
+            data = rest
         pos, size = 0, len(data)
         while size - pos >= 6:  # client frames are masked: 2 + 4 bytes at least
             n = data[pos + 1] & 0x7F
@@ -291,12 +308,7 @@ async def publish_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     global _next_id
     if scope["type"] != "http":
         return
-    body = b""
-    more = True
-    while more:
-        message = await receive()
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
+    body = await read_body(receive)
     if scope["path"] != "/v1/publish" or scope["method"] != "POST":
         start, end = _NOT_FOUND
     else:

@@ -51,6 +51,7 @@ from typing import Any
 import httpx
 import orjson
 
+from loadtest.floor_server import read_body
 from loadtest.procs import (
     CLK_TCK,
     PY,
@@ -95,12 +96,7 @@ async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Read the whole body, parse it with orjson, answer 202: the least an API can do."""
     if scope["type"] != "http":
         return
-    body = b""
-    more = True
-    while more:
-        message = await receive()
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
+    body = await read_body(receive)
     if body:
         orjson.loads(body)
     await send(_FLOOR_START)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -29,15 +28,6 @@ def fanout_floor() -> Iterator[int]:
         yield port
     finally:
         stop_pid(proc)
-
-
-def wait_msgs(client: LoadClient, want: int, timeout: float = 10_000 * MS) -> dict[str, int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        st = client.call("stats")
-        if st["msgs"] >= want or time.monotonic() > deadline:
-            return st
-        time.sleep(20 * MS)
 
 
 def publish(port: int, topic: str, data: object) -> str:
@@ -81,7 +71,7 @@ def test_fanout_floor_with_the_load_client_and_paced_http_publisher(fanout_floor
         )  # fmt: skip
         assert json.loads(out.stdout.splitlines()[-1])["sent"] == 10
         # bench.t0 and bench.t1 get 5 messages each, 10 sockets each: 100 deliveries.
-        st = wait_msgs(subs, 100)
+        st = subs.wait_msgs(100, 10_000 * MS)
         assert (st["msgs"], st["frames"], st["other"]) == (100, 100, 0)
         lat = subs.call("latency")
         assert lat["n"] == 50  # every other socket probes
@@ -98,7 +88,7 @@ def test_broadcast_floor_writes_one_frame_to_every_socket() -> None:
         assert floor.set_size(300) == 300
         for _ in range(3):
             assert floor._call("fire") == 5
-        st = wait_msgs(subs, 15)
+        st = subs.wait_msgs(15, 10_000 * MS)
         assert (st["msgs"], st["frames"], st["bytes"]) == (15, 15, 15 * 300)
     finally:
         subs.stop()
