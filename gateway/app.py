@@ -28,6 +28,7 @@ from gateway.edge import Edge
 from gateway.fastpath import PublishFastPath
 from gateway.http_api import router
 from gateway.metrics import RequestTimer, Telemetry
+from gateway.middleware import HttpMiddleware
 from gateway.openapi import install_openapi
 from gateway.pages import router as pages_router
 from gateway.queues_api import confirm_router
@@ -68,17 +69,14 @@ def _error(status: int, code: str, message: str, details: Any = None) -> JSONByt
         return JSONBytes({"error": json_safe(body)}, status_code=status)
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     """Refuse request bodies over `limit` bytes with 413 before reading them all."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.limit = limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
                 await _error(413, "payload_too_large", f"body over {self.limit} bytes")(

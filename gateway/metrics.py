@@ -21,6 +21,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.middleware import HttpMiddleware
+
 if TYPE_CHECKING:
     from fanout.node import Node
     from gateway.edge import Edge
@@ -135,17 +137,14 @@ class Telemetry:
         )
 
 
-class RequestTimer:
+class RequestTimer(HttpMiddleware):
     """ASGI middleware: observe every HTTP request's latency (WebSockets bypass it)."""
 
     def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
-        self.app = app
+        super().__init__(app)
         self.telemetry = telemetry
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         status = 500
         start = time.perf_counter()
 

@@ -59,6 +59,13 @@ def queue_post(
     )
 
 
+def delete_route(path: str, tag: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """`router.delete` of one resource: 204 No Content, or 404 when it does not exist."""
+    return router.delete(
+        path, status_code=status.HTTP_204_NO_CONTENT, tags=[tag], responses=errors(404)
+    )
+
+
 async def queues(request: Request) -> QueueService:
     """The node's queue service (503 when this node runs without one)."""
     return queue_service(await get_node(request))
@@ -288,12 +295,7 @@ async def get_queue(name: str, svc: Queues) -> dict[str, Any]:
     return await svc.get(name)
 
 
-@router.delete(
-    "/v1/queues/{name}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    tags=["queues"],
-    responses=errors(404),
-)
+@delete_route("/v1/queues/{name}", "queues")
 async def delete_queue(name: str, svc: Queues) -> Response:
     await svc.delete(name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -408,12 +410,7 @@ async def list_subscriptions(svc: Queues) -> dict[str, Any]:
     return {"subscriptions": await svc.list_subscriptions()}
 
 
-@router.delete(
-    "/v1/subscriptions/{sub_id}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    tags=["subscriptions"],
-    responses=errors(404),
-)
+@delete_route("/v1/subscriptions/{sub_id}", "subscriptions")
 async def delete_subscription(sub_id: str, svc: Queues) -> Response:
     await svc.delete_subscription(sub_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

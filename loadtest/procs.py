@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -315,10 +315,18 @@ def bench_herald(
     return server.start()
 
 
+class Startable(Protocol):
+    """Anything `running` can start and stop: a server process, a cluster, a receiver."""
+
+    def start(self) -> Any: ...
+
+    def stop(self) -> None: ...
+
+
 @contextlib.contextmanager
-def running(*servers: RedisServer | HeraldServer) -> Iterator[None]:
+def running(*servers: Startable) -> Iterator[None]:
     """Start servers in order; stop them in reverse order whatever happens."""
-    started: list[RedisServer | HeraldServer] = []
+    started: list[Startable] = []
     try:
         for s in servers:
             s.start()

@@ -261,6 +261,20 @@ class SnsApi:
     def _sub_arn(self, topic_arn: str, sub_id: str) -> str:
         return f"{topic_arn}:{sub_id}"
 
+    def _sub_options(
+        self, arn: str, sub_id: str, endpoint: str, attrs: dict[str, str], base: str, **extra: str
+    ) -> dict[str, Any]:
+        """The SNS side of a Herald subscription, kept in its `options`."""
+        sub_arn = self._sub_arn(arn, sub_id)
+        return {
+            "attributes": attrs,
+            "topic_arn": arn,
+            "subscription_arn": sub_arn,
+            "endpoint": endpoint,
+            **extra,
+            "unsubscribe_url": f"{base}/?Action=Unsubscribe&SubscriptionArn={sub_arn}",
+        }
+
     async def _sns_subs(self) -> list[dict[str, Any]]:
         return [s for s in await self.queues.list_subscriptions() if s.get("options") is not None]
 
@@ -439,16 +453,9 @@ class SnsApi:
                 )
             return {"SubscriptionArn": opts["subscription_arn"]}
         sub = await self.queues.create_subscription(name, queue, policy, {"attributes": attrs})
-        sub_arn = self._sub_arn(arn, sub["id"])
-        options = {
-            "attributes": attrs,
-            "topic_arn": arn,
-            "subscription_arn": sub_arn,
-            "endpoint": endpoint,
-            "unsubscribe_url": (f"{caller.base_url}/?Action=Unsubscribe&SubscriptionArn={sub_arn}"),
-        }
+        options = self._sub_options(arn, sub["id"], endpoint, attrs, caller.base_url)
         await self.queues.update_subscription(sub["id"], policy, options)
-        return {"SubscriptionArn": sub_arn}
+        return {"SubscriptionArn": options["subscription_arn"]}
 
     async def _subscribe_webhook(
         self,
@@ -470,15 +477,9 @@ class SnsApi:
         out = await self.queues.create_webhook_subscription(
             name, endpoint, policy, **self._hook_settings(attrs), confirm=True
         )
-        sub_arn = self._sub_arn(arn, out["id"])
-        options = {
-            "attributes": attrs,
-            "topic_arn": arn,
-            "subscription_arn": sub_arn,
-            "endpoint": endpoint,
-            "protocol": protocol,
-            "unsubscribe_url": (f"{caller.base_url}/?Action=Unsubscribe&SubscriptionArn={sub_arn}"),
-        }
+        options = self._sub_options(
+            arn, out["id"], endpoint, attrs, caller.base_url, protocol=protocol
+        )
         await self.queues.update_subscription(out["id"], policy, options)
         webhooks = self.node.webhooks
         if webhooks is not None:

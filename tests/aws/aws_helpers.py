@@ -26,3 +26,13 @@ def make_client(url: str, service: str, key: str = KEY, secret: str = SECRET, **
         aws_secret_access_key=secret,
         config=Config(retries={"max_attempts": 1}, **kw),
     )
+
+
+def drain(sqs: Any, url: str, **kw: Any) -> list[dict[str, Any]]:
+    """Receive and delete every visible message of the queue at `url`, in arrival order."""
+    out: list[dict[str, Any]] = []
+    while msgs := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, **kw).get("Messages"):
+        out += msgs
+        for m in msgs:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return out

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from aws_helpers import make_client
+from aws_helpers import drain, make_client
 from procs import ROOT, HeraldServer
 
 pytestmark = pytest.mark.integration
@@ -123,13 +123,16 @@ def diff(a: Any, b: Any, path: str, out: dict[str, tuple[Any, Any]]) -> None:
         out[path or "."] = (a, b)
 
 
-def drain(sqs: Any, url: str, **kw: Any) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    while msgs := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, **kw).get("Messages"):
-        out += msgs
-        for m in msgs:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+def drain_sorted(sqs: Any, url: str, **kw: Any) -> list[dict[str, Any]]:
+    """`drain`, sorted by message text: the two sides need not deliver in one order."""
+    out = drain(sqs, url, **kw)
     return sorted(out, key=lambda m: (envelope(m["Body"]) or {}).get("Message", m["Body"]))
+
+
+def fifo_sends(n: int, every: int) -> list[dict[str, str]]:
+    """FIFO arguments of `n` sends in one group whose deduplication ids repeat every
+    `every` sends (the repeats are dropped as duplicates)."""
+    return [{"MessageGroupId": "g", "MessageDeduplicationId": f"d{i % every}"} for i in range(n)]
 
 
 # ---- scenarios -----------------------------------------------------------------------
@@ -207,7 +210,7 @@ def messages(sqs: Any, sns: Any, rec: Any, s: str) -> None:
     rec(
         "receive",
         lambda: {
-            "Messages": drain(
+            "Messages": drain_sorted(
                 sqs,
                 url,
                 MessageAttributeNames=["All"],
@@ -301,14 +304,9 @@ def fifo(sqs: Any, sns: Any, rec: Any, s: str) -> None:
         lambda: sqs.send_message(QueueUrl=url, MessageBody="x", MessageGroupId="g"),
     )
     rec("no group", lambda: sqs.send_message(QueueUrl=url, MessageBody="x"))
-    for i in range(4):
-        sqs.send_message(
-            QueueUrl=url,
-            MessageBody=f"m{i}",
-            MessageGroupId="g",
-            MessageDeduplicationId=f"d{i % 3}",
-        )
-    rec("received", lambda: [m["Body"] for m in drain(sqs, url)])
+    for i, fifo in enumerate(fifo_sends(4, 3)):
+        sqs.send_message(QueueUrl=url, MessageBody=f"m{i}", **fifo)
+    rec("received", lambda: [m["Body"] for m in drain_sorted(sqs, url)])
     rec(
         "delay on fifo",
         lambda: sqs.send_message(
@@ -414,7 +412,7 @@ def sns_filters(sqs: Any, sns: Any, rec: Any, s: str) -> None:
             MessageAttributes=attrs,
         )
     for name, url in urls.items():
-        rec(name, lambda url=url: drain(sqs, url, MessageAttributeNames=["All"]))
+        rec(name, lambda url=url: drain_sorted(sqs, url, MessageAttributeNames=["All"]))
 
 
 def sns_management(sqs: Any, sns: Any, rec: Any, s: str) -> None:
@@ -466,7 +464,7 @@ def sns_management(sqs: Any, sns: Any, rec: Any, s: str) -> None:
             )["Successful"]
         ),
     )
-    rec("raw bodies", lambda: [m["Body"] for m in drain(sqs, url)])
+    rec("raw bodies", lambda: [m["Body"] for m in drain_sorted(sqs, url)])
     rec(
         "batch same ids",
         lambda: sns.publish_batch(
@@ -523,15 +521,10 @@ def sns_more(sqs: Any, sns: Any, rec: Any, s: str) -> None:
         Endpoint=arn,
         Attributes={"RawMessageDelivery": "true"},
     )["SubscriptionArn"]
-    for i in range(3):
-        sns.publish(
-            TopicArn=topic,
-            Message=f"m{i}",
-            MessageGroupId="g",
-            MessageDeduplicationId=f"d{i % 2}",
-            MessageAttributes={"tags": {"DataType": "String.Array", "StringValue": '["a", "b"]'}},
-        )
-    rec("fifo raw", lambda: [m["Body"] for m in drain(sqs, url)])
+    tags = {"tags": {"DataType": "String.Array", "StringValue": '["a", "b"]'}}
+    for i, fifo in enumerate(fifo_sends(3, 2)):
+        sns.publish(TopicArn=topic, Message=f"m{i}", MessageAttributes=tags, **fifo)
+    rec("fifo raw", lambda: [m["Body"] for m in drain_sorted(sqs, url)])
     rec("publish without group", lambda: sns.publish(TopicArn=topic, Message="x"))
     policy = json.dumps({"healthyRetryPolicy": {"numRetries": 3}})
     rec(

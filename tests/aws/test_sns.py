@@ -12,7 +12,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from aws_helpers import CREDENTIALS, LIMITED_KEY, LIMITED_SECRET, make_client
+from aws_helpers import CREDENTIALS, LIMITED_KEY, LIMITED_SECRET, drain, make_client
 from procs import HeraldServer
 from wsclient import collect, connect, subscribe
 
@@ -27,15 +27,6 @@ def queue(sqs: Any, fifo: bool = False) -> tuple[str, str]:
         "QueueArn"
     ]
     return url, arn
-
-
-def drain(sqs: Any, url: str, **kw: Any) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    while msgs := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, **kw).get("Messages"):
-        out += msgs
-        for m in msgs:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-    return out
 
 
 def topic(sns: Any, fifo: bool = False) -> str:

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from procs import running
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "webhooks"))
 
 from receiver import Receiver
@@ -23,11 +25,18 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    try:
+    with running(r := Receiver()):
         yield r
-    finally:
-        r.stop()
+
+
+def sns_post(call: Any, kind: str, arn: str) -> dict[str, Any]:
+    """The JSON body of an SNS POST of type `kind` from topic `arn`, headers and body checked."""
+    assert call.headers["x-amz-sns-message-type"] == kind
+    assert call.headers["x-amz-sns-topic-arn"] == arn
+    body: dict[str, Any] = json.loads(call.body)
+    assert body["Type"] == kind
+    assert body["TopicArn"] == arn
+    return body
 
 
 def subscribe_confirmed(sns: Any, receiver: Receiver, attrs: dict[str, str]) -> tuple[str, str]:
@@ -35,12 +44,7 @@ def subscribe_confirmed(sns: Any, receiver: Receiver, attrs: dict[str, str]) -> 
     arn = sns.create_topic(Name=f"h-{uuid.uuid4().hex[:8]}")["TopicArn"]
     out = sns.subscribe(TopicArn=arn, Protocol="http", Endpoint=receiver.url, Attributes=attrs)
     assert out["SubscriptionArn"] == "pending confirmation"
-    call = receiver.wait_calls(1)[0]
-    assert call.headers["x-amz-sns-message-type"] == "SubscriptionConfirmation"
-    assert call.headers["x-amz-sns-topic-arn"] == arn
-    confirmation = json.loads(call.body)
-    assert confirmation["Type"] == "SubscriptionConfirmation"
-    assert confirmation["TopicArn"] == arn
+    confirmation = sns_post(receiver.wait_calls(1)[0], "SubscriptionConfirmation", arn)
     assert confirmation["SubscribeURL"].startswith("http")
     with pytest.raises(ClientError) as err:
         sns.confirm_subscription(TopicArn=arn, Token="not-the-token")
@@ -72,12 +76,9 @@ def test_http_subscription_confirm_and_envelope(sns: Any, receiver: Receiver) ->
         MessageAttributes={"kind": {"DataType": "String", "StringValue": "keep"}},
     )["MessageId"]
     call = receiver.wait_calls(2)[1]
-    assert call.headers["x-amz-sns-message-type"] == "Notification"
     assert call.headers["x-amz-sns-subscription-arn"] == sub_arn
-    envelope = json.loads(call.body)
-    assert envelope["Type"] == "Notification"
+    envelope = sns_post(call, "Notification", arn)
     assert envelope["MessageId"] == msg_id
-    assert envelope["TopicArn"] == arn
     assert envelope["Subject"] == "greeting"
     assert envelope["Message"] == "hello"
     assert envelope["MessageAttributes"] == {"kind": {"Type": "String", "Value": "keep"}}

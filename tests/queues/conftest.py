@@ -14,6 +14,7 @@ from queue_helpers import FakeClock, make_service
 from redis_harness import RedisClusterServers
 
 from fanout.queues import QueueService
+from procs import running
 
 
 @pytest.fixture
@@ -24,11 +25,8 @@ def clock() -> FakeClock:
 @pytest.fixture(scope="session")
 def shared_redis_cluster() -> Iterator[RedisClusterServers]:
     """One private 3-master Redis Cluster for a whole session (tests use own namespaces)."""
-    cluster = RedisClusterServers().start()
-    try:
+    with running(cluster := RedisClusterServers()):
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(params=["sqlite", "redis", "redis-cluster"])

@@ -31,6 +31,15 @@ async def bodies_acked(svc: QueueService, name: str) -> list[Any]:
     return [m["body"] for m in msgs]
 
 
+async def work_with_dlq(svc: QueueService, visibility_timeout: int, max_receive_count: int) -> None:
+    """Queues `dlq` and `work`, whose dead letters go to `dlq`."""
+    await svc.create_or_update("dlq", {})
+    dead_letter = {"queue": "dlq", "max_receive_count": max_receive_count}
+    await svc.create_or_update(
+        "work", {"visibility_timeout": visibility_timeout, "dead_letter": dead_letter}
+    )
+
+
 # ---- queues ---------------------------------------------------------------------------
 
 
@@ -286,10 +295,7 @@ async def test_batch_limits_and_per_entry_errors(svc: QueueService) -> None:
 async def test_dead_letter_after_max_receive_count_and_redrive(
     svc: QueueService, clock: FakeClock
 ) -> None:
-    await svc.create_or_update("dlq", {})
-    await svc.create_or_update(
-        "work", {"visibility_timeout": 10, "dead_letter": {"queue": "dlq", "max_receive_count": 2}}
-    )
+    await work_with_dlq(svc, visibility_timeout=10, max_receive_count=2)
     sent = await svc.send("work", {"body": "poison", "attributes": {"k": "v"}})
     await svc.send("work", {"body": "fine"})
     for count in (1, 2):
@@ -317,10 +323,7 @@ async def test_dead_letter_after_max_receive_count_and_redrive(
 async def test_dead_letter_queue_deleted_keeps_delivering(
     svc: QueueService, clock: FakeClock
 ) -> None:
-    await svc.create_or_update("dlq", {})
-    await svc.create_or_update(
-        "work", {"visibility_timeout": 1, "dead_letter": {"queue": "dlq", "max_receive_count": 1}}
-    )
+    await work_with_dlq(svc, visibility_timeout=1, max_receive_count=1)
     await svc.send("work", {"body": 1})
     assert len(await svc.receive("work")) == 1
     await svc.delete("dlq")

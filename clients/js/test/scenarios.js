@@ -39,12 +39,20 @@ async function until(cond, what, timeoutMs = 20000) {
   }
 }
 
+// Run `body` with `client`, then close the client whatever happens.
+async function closing(client, body) {
+  try {
+    return await body(client);
+  } finally {
+    client.close();
+  }
+}
+
 export const scenarios = {
   async wildcard_filter({ HeraldClient, ctl }) {
     const env = await ctl("setup", { kind: "basic" });
     const r = rand();
-    const client = new HeraldClient(env.ws, { token: env.apiKey });
-    try {
+    await closing(new HeraldClient(env.ws, { token: env.apiKey }), async (client) => {
       const got = [];
       const sub = client.subscribe(`wf.${r}.*`, { filter: { kind: ["keep"] } }, (m) => got.push(m.data));
       await sub.ready;
@@ -57,16 +65,13 @@ export const scenarios = {
       await until(() => got.length >= 11, "11 messages");
       await sleep(100);
       same(got, [...range(0, 30).filter((i) => i % 3 === 0), 99], "filtered messages");
-    } finally {
-      client.close();
-    }
+    });
   },
 
   async drain({ HeraldClient, ctl }) {
     const env = await ctl("setup", { kind: "drain" });
     const topic = `drain.${rand()}`;
-    const client = new HeraldClient(env.ws, { minBackoffMs: 100, maxBackoffMs: 1000 });
-    try {
+    await closing(new HeraldClient(env.ws, { minBackoffMs: 100, maxBackoffMs: 1000 }), async (client) => {
       const notices = [];
       client.on("reconnect", (n) => notices.push(n));
       const got = [];
@@ -79,16 +84,13 @@ export const scenarios = {
       same(got, range(0, 500), "all 500 exactly once, in order");
       same(client.url, env.ws[1], "moved to the other gateway");
       same(notices.length, 1, "one reconnect notice");
-    } finally {
-      client.close();
-    }
+    });
   },
 
   async crash({ HeraldClient, ctl }) {
     const env = await ctl("setup", { kind: "crash" });
     const topic = `crash.${rand()}`;
-    const client = new HeraldClient(env.ws, { minBackoffMs: 100, maxBackoffMs: 1000 });
-    try {
+    await closing(new HeraldClient(env.ws, { minBackoffMs: 100, maxBackoffMs: 1000 }), async (client) => {
       const got = [];
       const resumes = [];
       const sub = client.subscribe(topic, {}, (m) => got.push(m));
@@ -115,20 +117,17 @@ export const scenarios = {
       check(attempts >= 2 && attempts <= 25, `2..25 attempts in ~2 s of downtime, got ${attempts}`);
       same(client.connects, 2, "connections");
       same(resumes, [true], "resumed with recovered: true");
-    } finally {
-      client.close();
-    }
+    });
   },
 
   async liveness({ HeraldClient, ctl }) {
     const env = await ctl("setup", { kind: "crash" });
-    const client = new HeraldClient(env.ws, {
+    await closing(new HeraldClient(env.ws, {
       pingIntervalMs: 300,
       pingTimeoutMs: 300,
       connectTimeoutMs: 500,
       minBackoffMs: 100,
-    });
-    try {
+    }), async (client) => {
       const drops = [];
       client.on("disconnected", (e) => drops.push(e.reason));
       const topic = `live.${rand()}`;
@@ -155,16 +154,13 @@ export const scenarios = {
       await until(() => got.includes("after"), "the last message");
       check(drops[0].includes("presumed dead"), `first drop: ${drops[0]}`);
       same(got.filter((d) => d === "once").length, 1, "the resent publish, applied once");
-    } finally {
-      client.close();
-    }
+    });
   },
 
   async unrecovered({ HeraldClient, ctl }) {
     const env = await ctl("setup", { kind: "basic" });
     const topic = `small.${rand()}`;
-    const client = new HeraldClient(env.ws, { token: env.apiKey });
-    try {
+    await closing(new HeraldClient(env.ws, { token: env.apiKey }), async (client) => {
       for (let i = 0; i < 20; i++) await client.publish(topic, i);
       const got = [];
       const events = [];
@@ -175,9 +171,7 @@ export const scenarios = {
       await until(() => got.length >= 1, "the live message");
       same(events, [false], "recovered events");
       same(got, [20], "live after the failed resume");
-    } finally {
-      client.close();
-    }
+    });
   },
 
   async token_refresh({ HeraldClient, ctl }) {
@@ -188,8 +182,7 @@ export const scenarios = {
       calls += 1;
       return (await ctl("token", { ttl: 3 })).token;
     };
-    const client = new HeraldClient(env.ws, { getToken });
-    try {
+    await closing(new HeraldClient(env.ws, { getToken }), async (client) => {
       const refreshed = [];
       client.on("token_refreshed", (e) => refreshed.push(e));
       const topic = `tok.${rand()}`;
@@ -201,17 +194,14 @@ export const scenarios = {
       same(client.connects, 1, "one connection");
       same(client.state, "open", "state");
       check(refreshed.length >= 1 && calls >= 2, `refreshed ${refreshed.length}, getToken ${calls}`);
-    } finally {
-      client.close();
-    }
+    });
   },
 
   async queue_ack_nack({ HeraldClient, ctl }) {
     const env = await ctl("setup", { kind: "basic" });
     const queue = `q-${rand()}`;
     await ctl("queue", { name: queue, bodies: [{ n: 0 }, { n: 1 }, { n: 2 }] });
-    const client = new HeraldClient(env.ws, { token: env.apiKey });
-    try {
+    await closing(new HeraldClient(env.ws, { token: env.apiKey }), async (client) => {
       const seen = [];
       const consumer = await client.consume(queue, { prefetch: 3, nackDelay: () => 0 }, async (job) => {
         seen.push([job.body.n, job.receiveCount]);
@@ -222,9 +212,7 @@ export const scenarios = {
       same(consumer.nacked, 1, "nacks");
       const stats = await ctl("queue_stats", { name: queue });
       same([stats.visible, stats.in_flight, stats.deleted_total], [0, 0, 3], "queue stats");
-    } finally {
-      client.close();
-    }
+    });
   },
 
   async consumer_killed({ HeraldClient, ctl }) {
@@ -239,17 +227,14 @@ export const scenarios = {
     });
     await until(() => firstJob !== null, "the first delivery");
     first.close();
-    const second = new HeraldClient(env.ws, { token: env.apiKey });
-    try {
+    await closing(new HeraldClient(env.ws, { token: env.apiKey }), async (second) => {
       const jobs = [];
       const consumer = await second.consume(queue, (job) => {
         jobs.push([job.id, job.receiveCount]);
       });
       await until(() => consumer.acked === 1, "the redelivery acked");
       same(jobs, [[firstJob.id, 2]], "the same job, second delivery");
-    } finally {
-      second.close();
-    }
+    });
   },
 
   async offline_bounded({ HeraldClient }) {

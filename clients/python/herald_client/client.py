@@ -24,7 +24,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from herald_client.consumer import Consumer, JobHandler
+from herald_client.consumer import Consumer, JobHandler, default_nack_delay
 from herald_client.errors import (
     ClientClosed,
     CommandError,
@@ -574,7 +574,9 @@ class HeraldClient(Emitter):
         raises. Survives reconnects (jobs in flight at a drop are redelivered)."""
         if queue in self._consumers:
             raise ValueError(f"already consuming {queue!r}")
-        consumer = Consumer(self, queue, handler, prefetch, visibility_timeout, nack_delay)
+        consumer = Consumer(
+            self, queue, handler, prefetch, visibility_timeout, nack_delay or default_nack_delay
+        )
         self._consumers[queue] = consumer
         if self.state == "open":
             consumer.round = self.attempts

@@ -38,6 +38,27 @@ class Job:
             raise HeraldClientError("this job cannot be extended")
         await self._extend(self, visibility_timeout)
 
+    @classmethod
+    def from_wire(
+        cls,
+        queue: str,
+        msg: dict[str, Any],
+        extend: Callable[[Job, float], Awaitable[None]],
+        id_key: str = "id",
+    ) -> Job:
+        """A job from a received message: a WebSocket `job` frame (`id_key="msg_id"`)
+        or an element of an HTTP receive's `messages`."""
+        return cls(
+            queue=queue,
+            id=str(msg.get(id_key)),
+            receipt=str(msg.get("receipt")),
+            body=msg.get("body"),
+            attributes=msg.get("attributes") or {},
+            receive_count=int(msg.get("receive_count") or 1),
+            raw=msg,
+            _extend=extend,
+        )
+
 
 JobHandler = Callable[[Job], Awaitable[Any] | Any]
 
@@ -47,28 +68,20 @@ def default_nack_delay(receive_count: int) -> float:
     return float(min(300, 2 ** max(0, receive_count - 1)))
 
 
+@dataclass(eq=False)
 class Consumer:
     """Created by `HeraldClient.consume`; `stop()` ends it."""
 
-    def __init__(
-        self,
-        client: HeraldClient,
-        queue: str,
-        handler: JobHandler,
-        prefetch: int,
-        visibility_timeout: int | None,
-        nack_delay: Callable[[int], float] | None,
-    ) -> None:
-        self.client = client
-        self.queue = queue
-        self.handler = handler
-        self.prefetch = prefetch
-        self.visibility_timeout = visibility_timeout
-        self.nack_delay = nack_delay or default_nack_delay
-        self.acked = 0
-        self.nacked = 0
-        self.round = 0
-        self._running: set[asyncio.Task[None]] = set()
+    client: HeraldClient
+    queue: str
+    handler: JobHandler
+    prefetch: int
+    visibility_timeout: int | None
+    nack_delay: Callable[[int], float] = default_nack_delay
+    acked: int = field(default=0, init=False)
+    nacked: int = field(default=0, init=False)
+    round: int = field(default=0, init=False)
+    _running: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
     def command(self) -> dict[str, Any]:
         cmd: dict[str, Any] = {"op": "consume", "queue": self.queue, "prefetch": self.prefetch}
@@ -77,16 +90,7 @@ class Consumer:
         return cmd
 
     def on_job(self, frame: dict[str, Any]) -> None:
-        job = Job(
-            queue=self.queue,
-            id=str(frame.get("msg_id")),
-            receipt=str(frame.get("receipt")),
-            body=frame.get("body"),
-            attributes=frame.get("attributes") or {},
-            receive_count=int(frame.get("receive_count") or 1),
-            raw=frame,
-            _extend=self._extend,
-        )
+        job = Job.from_wire(self.queue, frame, self._extend, id_key="msg_id")
         task = asyncio.get_running_loop().create_task(self._run(job))
         self._running.add(task)
         task.add_done_callback(self._running.discard)

@@ -179,19 +179,7 @@ class Worker:
             )
             resp.raise_for_status()
 
-        return [
-            Job(
-                queue=self.queue,
-                id=str(m.get("id")),
-                receipt=str(m.get("receipt")),
-                body=m.get("body"),
-                attributes=m.get("attributes") or {},
-                receive_count=int(m.get("receive_count") or 1),
-                raw=m,
-                _extend=extend,
-            )
-            for m in r.json().get("messages", [])
-        ]
+        return [Job.from_wire(self.queue, m, extend) for m in r.json().get("messages", [])]
 
     async def _process_batch(self, http: httpx.AsyncClient, jobs: list[Job]) -> None:
         results = await asyncio.gather(*(self.process(j) for j in jobs), return_exceptions=True)
