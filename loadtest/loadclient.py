@@ -538,6 +538,15 @@ class LoadClient:
             raise RuntimeError(f"{res['failed']} of {n} connections failed: {res}")
         return res
 
+    def wait_msgs(self, want: int, timeout: float = 10.0) -> dict[str, Any]:
+        """Poll `stats` until `want` messages were counted or `timeout` passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.call("stats")
+            if st["msgs"] >= want or time.monotonic() > deadline:
+                return st
+            time.sleep(0.02)
+
     def stop(self) -> None:
         with contextlib.suppress(Exception):
             self.call("quit", timeout=10)

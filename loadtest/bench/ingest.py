@@ -25,6 +25,8 @@ Phases (each server in turn, so machine noise hits all of them alike):
 
 Run: python -m loadtest.bench.ingest [--seconds 5] [--rounds 1] [--only publish,batch]
      [--servers floor,memory,redis] [--json out.json] [--baseline DIR]
+     python -m loadtest.bench.ingest --fanout SUBS,TOPICS,RATE,SECONDS [--rounds N]
+     [--servers floor,memory,redis] [--baseline DIR]   (the fanout latency scenario)
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import re
 import resource
 import shutil
@@ -48,6 +51,7 @@ from typing import Any
 import httpx
 import orjson
 
+from loadtest.floor_server import read_body
 from loadtest.procs import (
     CLK_TCK,
     PY,
@@ -92,12 +96,7 @@ async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Read the whole body, parse it with orjson, answer 202: the least an API can do."""
     if scope["type"] != "http":
         return
-    body = b""
-    more = True
-    while more:
-        message = await receive()
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
+    body = await read_body(receive)
     if body:
         orjson.loads(body)
     await send(_FLOOR_START)
@@ -389,14 +388,22 @@ def client_main(argv: list[str]) -> int:
 
 
 def fanout_latency(
-    subs: int, topics: int, rate: float, seconds: float, tmp: Path, baseline: Path | None
+    subs: int,
+    topics: int,
+    rate: float,
+    seconds: float,
+    tmp: Path,
+    baseline: Path | None,
+    rounds: int = 1,
+    names: tuple[str, ...] = ("floor", "memory", "redis"),
 ) -> str:
-    """Issue 5's scenario (b) on both engines (and on `baseline`'s Herald), one by one.
+    """Issue 5's scenario (b) on the fanout floor and both engines, one by one.
 
     `subs` WebSocket subscribers over `topics` topics, `rate` HTTP publishes per second
-    (`POST /v1/publish`, pipelined on one keep-alive connection).
-    The WebSocket floor (loadtest/floor_server.py) has no topics and no HTTP ingest,
-    so it is not a floor for this scenario: before/after is the comparison here.
+    (`POST /v1/publish`, pipelined on one keep-alive connection). The floor is
+    `loadtest/floor_server.py --fanout` (uvicorn + httptools ingest, raw WebSocket
+    subscribers, one pre-built frame written per socket of the topic); with `baseline`,
+    that checkout's Herald runs too (`<engine>@base`). Every round runs every server.
     """
     from loadtest.bench import load, scenarios, servers
 
@@ -407,27 +414,44 @@ def fanout_latency(
     rows = [
         f"{subs:,} subscribers, {topics} topics, {rate:g} publishes/s for {seconds:g} s",
         "",
-        "| server | server CPU % | p50 ms | p99 ms | max ms | delivered | client CPU % |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| round | server | server CPU % | × floor | p50 ms | p99 ms | max ms | delivered "
+        "| client CPU % | load avg |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for engine in ("memory", "redis"):
-        for tag, checkout in checkouts.items():
-            name = engine + tag
-            data = tmp / f"lat-{name}"
-            data.mkdir()
-            url = redis.url if engine == "redis" else None
-            srv = servers.HeraldSrv(engine, url, str(data), checkout=checkout)
+    runs: list[tuple[str, str, Path]] = []  # (name, engine, checkout)
+    for engine in names:
+        if engine == "floor":
+            runs.append(("floor", "floor", ROOT))
+            continue
+        runs += [(engine + tag, engine, co) for tag, co in checkouts.items()]
+    for rnd in range(1, rounds + 1):
+        floor_pct: float | None = None
+        for name, engine, checkout in runs:
+            load_avg = os.getloadavg()[0]
+            srv: servers.Srv
+            if engine == "floor":
+                srv = servers.FanoutFloorSrv()
+            else:
+                data = tmp / f"lat-{name}-{rnd}"
+                data.mkdir()
+                url = redis.url if engine == "redis" else None
+                srv = servers.HeraldSrv(engine, url, str(data), checkout=checkout)
             try:
                 r = scenarios.latency(srv, sc, load.sources_for(subs), pub_kind="http")
             finally:
                 srv.stop()
-            log(f"fanout latency {name}: {r}")
+            log(f"fanout latency round {rnd} {name}: {r} (load average {load_avg:.2f})")
             if "error" in r:
-                rows.append(f"| {name} | {r['error']} |")
+                rows.append(f"| {rnd} | {name} | {r['error']} |")
                 continue
+            pct = r["server_cpu_pct"]
+            if engine == "floor":
+                floor_pct = pct
+            ratio = f"{pct / floor_pct:.2f}" if floor_pct and engine != "floor" else ""
             rows.append(
-                f"| {name} | {r['server_cpu_pct']:g} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
-                f"| {r['max_ms']:.2f} | {r['delivery_ratio']:.4f} | {r['client_cpu_pct']:g} |"
+                f"| {rnd} | {name} | {pct:g} | {ratio} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+                f"| {r['max_ms']:.2f} | {r['delivery_ratio']:.4f} | {r['client_cpu_pct']:g} "
+                f"| {load_avg:.2f} |"
             )
     redis.stop()
     return "\n".join(rows)
@@ -502,7 +526,11 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tempfile.mkdtemp(prefix="herald-ingest-"))
         try:
             base = args.baseline.resolve() if args.baseline else None
-            print(fanout_latency(int(subs), int(topics), float(rate), float(seconds), tmp, base))
+            names = tuple(args.servers.split(","))
+            res = fanout_latency(
+                int(subs), int(topics), float(rate), float(seconds), tmp, base, args.rounds, names
+            )
+            print(res)
         finally:
             stop_all()
         return 0

@@ -101,6 +101,18 @@ class FloorSrv(Srv):
         self.f.stop()
 
 
+class FanoutFloorSrv(Srv):
+    """`loadtest/floor_server.py --fanout`: topics and `POST /v1/publish` on one port."""
+
+    name = "floor"
+    label = "fanout floor (uvicorn+httptools publish, raw WS, one frame per publish)"
+    kind = "herald"  # the same subscribe command and `msgs` frames as Herald
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._start([PY, "-m", "loadtest.floor_server", "--fanout", "--port", str(self.port)])
+
+
 class PySrv(Srv):
     def __init__(
         self, name: str, label: str, module: str, kind: str, redis_url: str | None
