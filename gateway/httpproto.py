@@ -79,6 +79,15 @@ class HeraldHttp(HttpToolsProtocol):
         self._head_since = None
         super().on_headers_complete()
 
+    def handle_websocket_upgrade(self) -> None:
+        # The upgraded socket never reads another HTTP head: drop the timer now, or
+        # it would keep this protocol (parser, buffers, scope: ~6.5 KiB) alive for
+        # up to `_header_timeout` after every WebSocket connect.
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        super().handle_websocket_upgrade()
+
     def _head_begins(self) -> None:
         # One timer per connection, not one per request: arming and cancelling a
         # timer for every request of a keep-alive connection cost as much as a tenth
