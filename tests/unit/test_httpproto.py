@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,7 +23,9 @@ async def _echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "websocket.send", "text": message.get("text", "")})
 
 
-async def test_upgrade_drops_the_header_timer() -> None:
+@contextlib.asynccontextmanager
+async def _serve() -> AsyncIterator[tuple[int, list[HeraldHttp]]]:
+    """A server of HeraldHttp protocols on a free port: (port, the protocols made)."""
     config = uvicorn.Config(_echo, ws="websockets-sansio", lifespan="off", log_level="warning")
     config.load()
     # Only what HeraldHttp reads of the node: the head deadline and the socket cap.
@@ -35,39 +39,27 @@ async def test_upgrade_drops_the_header_timer() -> None:
         made.append(proto)
         return proto
 
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(factory, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
     try:
-        async with websockets.connect(f"ws://127.0.0.1:{port}/") as ws:
-            await ws.send("ping")
-            assert await ws.recv() == "ping"
-            (proto,) = made
-            # Before the fix the timer stayed armed for the whole deadline, holding
-            # the finished HTTP protocol and its buffers in memory.
-            assert proto._header_timer is None
+        yield server.sockets[0].getsockname()[1], made
     finally:
         server.close()
         await server.wait_closed()
 
 
-async def test_plain_request_keeps_its_deadline_armed_until_the_head_ends() -> None:
-    config = uvicorn.Config(_echo, lifespan="off", log_level="warning")
-    config.load()
-    settings = SimpleNamespace(handshake_timeout=30.0, max_connections=100)
-    app_state = {"edge": SimpleNamespace(node=SimpleNamespace(settings=settings))}
-    made: list[HeraldHttp] = []
+async def test_upgrade_drops_the_header_timer() -> None:
+    async with _serve() as (port, made), websockets.connect(f"ws://127.0.0.1:{port}/") as ws:
+        await ws.send("ping")
+        assert await ws.recv() == "ping"
+        (proto,) = made
+        # Before the fix the timer stayed armed for the whole deadline, holding
+        # the finished HTTP protocol and its buffers in memory.
+        assert proto._header_timer is None
 
-    def factory() -> HeraldHttp:
-        proto = HeraldHttp(config=config, server_state=ServerState(), app_state=app_state)
-        made.append(proto)
-        return proto
 
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(factory, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def test_a_head_in_progress_keeps_its_deadline() -> None:
+    async with _serve() as (port, made):
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # half a head
         await writer.drain()
         for _ in range(100):
@@ -77,6 +69,3 @@ async def test_plain_request_keeps_its_deadline_armed_until_the_head_ends() -> N
         (proto,) = made
         assert proto._header_timer is not None  # the deadline is armed
         writer.close()
-    finally:
-        server.close()
-        await server.wait_closed()
