@@ -66,9 +66,7 @@ class HeraldHttp(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_since = None
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._cancel_header_timer()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -83,10 +81,13 @@ class HeraldHttp(HttpToolsProtocol):
         # The upgraded socket never reads another HTTP head: drop the timer now, or
         # it would keep this protocol (parser, buffers, scope: ~6.5 KiB) alive for
         # up to `_header_timeout` after every WebSocket connect.
+        self._cancel_header_timer()
+        super().handle_websocket_upgrade()
+
+    def _cancel_header_timer(self) -> None:
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
-        super().handle_websocket_upgrade()
 
     def _head_begins(self) -> None:
         # One timer per connection, not one per request: arming and cancelling a

@@ -263,17 +263,17 @@ class TopicWS(asyncio.Protocol):
             return
         i = payload.index(b'"', i + len(_TOPIC)) + 1
         topic = payload[i : payload.index(b'"', i)].decode()
+        key = _sub_key(topic)
         entry = topics.get(topic)
         if entry is None:
-            prefix = b'{"op":"msgs","sub":"' + _sub_key(topic) + b'","msgs":['
+            prefix = b'{"op":"msgs","sub":"' + key + b'","msgs":['
             entry = topics[topic] = (prefix, {})
         entry[1][self.t] = None
         self.topic = topic
         self.t.write(
             server_frame(
                 0x1,
-                b'{"op":"subscribed","id":1,"sub":"%s","topic":"%s"}'
-                % (_sub_key(topic), topic.encode()),
+                b'{"op":"subscribed","id":1,"sub":"%s","topic":"%s"}' % (key, topic.encode()),
             )
         )
 

@@ -77,7 +77,7 @@ class Consumer:
     handler: JobHandler
     prefetch: int
     visibility_timeout: int | None
-    nack_delay: Callable[[int], float] = default_nack_delay
+    nack_delay: Callable[[int], float]
     acked: int = field(default=0, init=False)
     nacked: int = field(default=0, init=False)
     round: int = field(default=0, init=False)
