@@ -467,7 +467,7 @@ class QueueService(abc.ABC):
             policy = dict(filter_policy) if filter_policy else None
             sub = QueueSubscription(sub_id, pattern, queue, policy, self.now_ms(), hook)
         if existing is None or existing.webhook != hook:
-            await self._replace_subscription(sub)
+            await self._save_subscription(sub)  # an upsert: never absent
         self._install_subscriptions(await self._load_subscriptions())
         out = sub.public() | {"secret": hook["secret"]}
         if not hook["confirmed"]:
@@ -485,7 +485,7 @@ class QueueService(abc.ABC):
         if not hook.get("confirmed"):
             # replace(): an SNS subscription keeps its options.
             confirmed = dataclasses.replace(sub, webhook=hook | {"confirmed": True})
-            await self._replace_subscription(confirmed)
+            await self._save_subscription(confirmed)
             self._install_subscriptions(await self._load_subscriptions())
             sub = confirmed
         return sub.public()
@@ -505,10 +505,6 @@ class QueueService(abc.ABC):
         subs = await self._load_subscriptions()
         self._install_subscriptions(subs)
         return [s for s in subs if s.webhook is not None]
-
-    async def _replace_subscription(self, sub: QueueSubscription) -> None:
-        await self._delete_subscription(sub.id)
-        await self._save_subscription(sub)
 
     # ---- history rules (declared at runtime, shared by every gateway) ----------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from fanout.message import Message
 from fanout.queues import open_queue_service
+from fanout.queues.webhook_policy import parse_policy
 from procs import RedisServer
 from shared.errors import InvalidRequest
 
@@ -48,6 +50,29 @@ async def test_two_gateways_declaring_one_webhook_write_one_subscription(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_redeclaring_a_webhook_changes_it_in_one_step(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # Changing a webhook used to delete it and then write it again: two changes, and
+    # between them another gateway could load, and publish against, a registry
+    # without the subscription. One upsert is one change (one version bump).
+    svc = open_queue_service(engine="redis", data_dir=tmp_path, redis_url=redis_server.url)
+    await svc.start()
+    try:
+        declare = functools.partial(svc.create_webhook_subscription, "orders.>", "http://h/x", None)
+        first = await declare(delivery_policy={"numRetries": 2})
+        key = svc.keys.subscriptions_version  # type: ignore[attr-defined]
+        before = int(await svc._redis.get(key))  # type: ignore[attr-defined]
+        second = await declare(delivery_policy={"numRetries": 5})
+        assert second["id"] == first["id"]
+        assert int(await svc._redis.get(key)) == before + 1  # type: ignore[attr-defined]
+        (hook,) = await svc.webhook_subscriptions()
+        assert hook.webhook is not None
+        assert hook.webhook["delivery_policy"] == parse_policy({"numRetries": 5}).as_dict()
+    finally:
+        await svc.close()
 
 
 async def test_sqlite_store_from_before_webhooks_is_migrated(tmp_path: Path) -> None:
