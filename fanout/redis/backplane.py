@@ -57,6 +57,7 @@ from fanout.redis.listener import Addr, Endpoint, Listener
 from fanout.redis.publisher import IDLE_EXPIRY_S, Publisher
 from fanout.redis.recovery import REPLAY_LIMIT, ReadHistory, Recovery
 from fanout.redis.registry import HEARTBEAT_S, MEMBER_TTL_S, PrefixRegistry
+from fanout.redis.wire import CommandWire, encode_command
 from shared.config import HistoryRule
 from shared.errors import BackplaneUnavailable, HeraldError
 from shared.topics import is_wildcard
@@ -147,6 +148,7 @@ class RedisBackplane(Backplane):
         await stop_tasks([*self._tasks, *self._background])
         self._tasks = []
         await self._listener.close()
+        self._publisher.reset()
         if self._cmd is not None:
             members = self._registry.own_members()
             if members and self._cmd_ok:
@@ -188,6 +190,7 @@ class RedisBackplane(Backplane):
         }
         cluster = await detect_cluster(self._target, **common)
         conn = parse_url(self._url)
+        wire: CommandWire | None = None
         ssl_ctx = ssl.create_default_context() if self._target.tls else None
         endpoint = Endpoint(conn.get("username"), conn.get("password"), ssl_ctx)
         if cluster:
@@ -221,9 +224,21 @@ class RedisBackplane(Backplane):
                 raise
             addr = (str(conn.get("host", "127.0.0.1")), int(conn.get("port", 6379)))
             self._listener.configure(route=lambda _ch: addr, endpoint=endpoint)
+            if "path" not in conn:  # TCP, not a unix socket: publishes skip the driver
+                hello = [endpoint.handshake()] if endpoint.password is not None else []
+                if conn.get("db"):
+                    hello.append(encode_command("SELECT", int(conn["db"])))
+                wire = CommandWire(
+                    addr[0],
+                    addr[1],
+                    handshake=hello,
+                    ssl_context=ssl_ctx,
+                    connect_timeout_s=CONNECT_TIMEOUT_S,
+                    timeout_s=COMMAND_TIMEOUT_S,
+                )
         self._cmd = client
         self._cluster = cluster
-        self._publisher.configure(client, cluster=cluster)
+        self._publisher.configure(client, cluster=cluster, wire=wire)
         await scripts.RUNNER.load(client)
 
     @property
@@ -273,6 +288,7 @@ class RedisBackplane(Backplane):
             task.add_done_callback(self._background.discard)
 
     async def _reset_pool(self) -> None:
+        self._publisher.reset()
         if self._cmd is not None and not self._cluster:
             with contextlib.suppress(Exception):
                 await self._cmd.connection_pool.disconnect()

@@ -23,6 +23,7 @@ from fanout.backplane import IDEMPOTENCY_WINDOW_S, PublishItem, PublishOutcome
 from fanout.redis import keys, scripts
 from fanout.redis.errors import unavailable
 from fanout.redis.registry import PrefixRegistry
+from fanout.redis.wire import CommandWire, encode_command
 
 log = logging.getLogger("herald.redis")
 
@@ -68,15 +69,28 @@ class Publisher:
         self._client: Any = None
         self._cluster = False
         self._pub = "PUBLISH"
+        self._wire: CommandWire | None = None
         self._queue: deque[_Call] = deque()
         self._inflight = 0
         self._flushes: set[asyncio.Task[None]] = set()
 
-    def configure(self, client: Any, *, cluster: bool) -> None:
-        """Use `client` (Redis or RedisCluster); SPUBLISH on a cluster."""
+    def configure(self, client: Any, *, cluster: bool, wire: CommandWire | None = None) -> None:
+        """Use `client` (Redis or RedisCluster); SPUBLISH on a cluster.
+
+        With `wire` (a single Redis), publish pipelines travel on it instead of
+        through the driver; `client` still loads scripts.
+        """
+        if self._wire is not None and self._wire is not wire:
+            self._wire.close()
         self._client = client
         self._cluster = cluster
         self._pub = "SPUBLISH" if cluster else "PUBLISH"
+        self._wire = wire
+
+    def reset(self) -> None:
+        """Drop the publish connection (Redis went away); the next publish reconnects."""
+        if self._wire is not None:
+            self._wire.close()
 
     async def publish(self, items: list[PublishItem]) -> list[PublishOutcome]:
         """Publish `items` (one pipeline, shared with concurrent calls)."""
@@ -192,7 +206,7 @@ class Publisher:
         (JSON envelopes never contain a raw newline): a batch of 500 is then one
         Redis command per channel, and one reply for the receiving pod to parse.
         """
-        pipe = self._client.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         pub = self._pub
         spans: list[tuple[int, int, int, int]] = []  # ops [i, j) -> replies [r, r + n)
         replies_n = 0
@@ -206,7 +220,7 @@ class Publisher:
                     keys.history_key(msg.topic),
                     keys.idempotency_key(msg.topic, msg.id),
                 )
-                scripts.PUBLISH.add(pipe, topic_keys, op.argv)
+                commands.append(("EVALSHA", scripts.PUBLISH.sha, 3, *topic_keys, *op.argv))
                 spans.append((i, i + 1, replies_n, 1))
                 replies_n += 1
                 i += 1
@@ -227,12 +241,11 @@ class Publisher:
                 size += len(env) + 1
                 j += 1
             payload = envelopes[0] if len(envelopes) == 1 else b"\n".join(envelopes)
-            for ch in op.channels:
-                pipe.execute_command(pub, ch, payload)
+            commands.extend((pub, ch, payload) for ch in op.channels)
             spans.append((i, j, replies_n, len(op.channels)))
             replies_n += len(op.channels)
             i = j
-        replies = await pipe.execute(raise_on_error=False)
+        replies = await self._send(commands)
         out: list[tuple[PublishOutcome, bytes] | PublishOutcome | Exception] = []
         for i, j, r, n in spans:
             if ops[i].argv is None:
@@ -248,3 +261,24 @@ class Publisher:
             outcome = PublishOutcome(ops[i].item.message.id, offset, duplicate=bool(reply[0]))
             out.append((outcome, reply[2]) if len(reply) > 2 else outcome)
         return out
+
+    async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Run `commands` in one round trip; one reply or exception each, in order."""
+        wire = self._wire
+        if wire is None:
+            pipe = self._client.pipeline(transaction=False)
+            for args in commands:
+                pipe.execute_command(*args)
+            return list(await pipe.execute(raise_on_error=False))
+        await wire.connect()
+        fut: asyncio.Future[list[Any] | Exception] = asyncio.get_running_loop().create_future()
+
+        def done(replies: list[Any] | Exception) -> None:
+            if not fut.done():
+                fut.set_result(replies)
+
+        wire.request(b"".join([encode_command(*args) for args in commands]), len(commands), done)
+        replies = await fut
+        if isinstance(replies, Exception):
+            raise replies
+        return replies
