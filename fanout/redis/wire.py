@@ -151,9 +151,9 @@ class CommandWire:
             fut: asyncio.Future[list[Any] | Exception] = loop.create_future()
             self.request(b"".join(self._handshake), len(self._handshake), fut.set_result)
             replies = await fut
-            failed = replies if isinstance(replies, Exception) else None
-            if failed is None:
-                failed = next((r for r in replies if isinstance(r, Exception)), None)
+            if isinstance(replies, Exception):
+                raise replies
+            failed = next((r for r in replies if isinstance(r, Exception)), None)
             if failed is not None:
                 proto.fail(RedisConnectionError(f"Redis refused the connection: {failed}"))
                 raise failed
