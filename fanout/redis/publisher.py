@@ -15,9 +15,11 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from redis.exceptions import NoScriptError
 
 from fanout.backplane import IDEMPOTENCY_WINDOW_S, PublishItem, PublishOutcome
 from fanout.redis import keys, scripts
@@ -38,6 +40,12 @@ IDLE_EXPIRY_S = 7 * 86400  # a history topic's state outlives its last publish t
 SIZE_WITHOUT_LIMIT = 10_000  # same bound as the memory engine for ttl-only rules
 
 Result = list[PublishOutcome]
+_Span = tuple[int, int, int, int]  # ops [i, j) -> replies [r, r + n)
+
+
+def _plain(results: list[Any]) -> list[PublishOutcome | Exception]:
+    """Results without the envelopes the script returned for cluster SPUBLISHes."""
+    return [r[0] if isinstance(r, tuple) else r for r in results]
 
 
 @dataclass(slots=True)
@@ -139,27 +147,76 @@ class Publisher:
                 batch.append(call)
                 n += len(call.ops)
             self._inflight += 1
-            task = asyncio.create_task(self._flush(batch))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushed)
+            wire = self._wire
+            if wire is not None and wire.connected:
+                self._send_now(batch, wire)
+            else:
+                self._spawn(self._flush(batch))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._flushes.add(task)
+        task.add_done_callback(self._flushed)
 
     def _flushed(self, task: asyncio.Task[None]) -> None:
         self._flushes.discard(task)
+        self._release()
+
+    def _release(self) -> None:
         self._inflight -= 1
         self._kick()
+
+    def _send_now(self, calls: list[_Call], wire: CommandWire) -> None:
+        """The hot path: one write, and the replies settle the calls from the wire's
+        callback (no task, no await). NOSCRIPT falls back to a task that reloads."""
+        ops = [op for call in calls for op in call.ops]
+        commands, spans = self._commands(ops)
+
+        def done(replies: list[Any] | Exception) -> None:
+            try:
+                if isinstance(replies, Exception):
+                    raise replies
+                results = self._outcomes(ops, spans, replies)
+            except Exception as exc:
+                self._fail(calls, len(ops), exc)
+                self._release()
+                return
+            if any(isinstance(r, NoScriptError) for r in results):
+                self._spawn(self._reload(calls, ops, results))
+                return
+            self._settle(calls, _plain(results))
+            self._release()
+
+        wire.request(b"".join([encode_command(*args) for args in commands]), len(commands), done)
+
+    async def _reload(self, calls: list[_Call], ops: list[_Op], results: list[Any]) -> None:
+        try:
+            results = await scripts.RUNNER.reload_missing(
+                self._client, results, lambda missing: self._pipeline([ops[i] for i in missing])
+            )
+        except Exception as exc:
+            self._fail(calls, len(ops), exc)
+            return
+        self._settle(calls, _plain(results))
 
     async def _flush(self, calls: list[_Call]) -> None:
         ops = [op for call in calls for op in call.ops]
         try:
             results = await self._run(ops)
         except Exception as exc:
-            log.debug("redis: publish failed", exc_info=True)
-            self._counters["publish_errors"] += len(ops)
-            err = unavailable(exc)
-            for call in calls:
-                if not call.future.done():
-                    call.future.set_exception(err)
+            self._fail(calls, len(ops), exc)
             return
+        self._settle(calls, results)
+
+    def _fail(self, calls: list[_Call], n: int, exc: Exception) -> None:
+        log.debug("redis: publish failed", exc_info=exc)
+        self._counters["publish_errors"] += n
+        err = unavailable(exc)
+        for call in calls:
+            if not call.future.done():
+                call.future.set_exception(err)
+
+    def _settle(self, calls: list[_Call], results: list[PublishOutcome | Exception]) -> None:
         i = 0
         for call in calls:
             mine = results[i : i + len(call.ops)]
@@ -194,7 +251,7 @@ class Publisher:
             for r in await pipe.execute(raise_on_error=False):
                 if isinstance(r, Exception):
                     raise r
-        return [r[0] if isinstance(r, tuple) else r for r in results]
+        return _plain(results)
 
     async def _pipeline(
         self, ops: Sequence[_Op]
@@ -206,9 +263,14 @@ class Publisher:
         (JSON envelopes never contain a raw newline): a batch of 500 is then one
         Redis command per channel, and one reply for the receiving pod to parse.
         """
+        commands, spans = self._commands(ops)
+        return self._outcomes(ops, spans, await self._send(commands))
+
+    def _commands(self, ops: Sequence[_Op]) -> tuple[list[tuple[Any, ...]], list[_Span]]:
+        """The Redis commands of `ops`, and which replies answer which ops."""
         commands: list[tuple[Any, ...]] = []
         pub = self._pub
-        spans: list[tuple[int, int, int, int]] = []  # ops [i, j) -> replies [r, r + n)
+        spans: list[_Span] = []  # ops [i, j) -> replies [r, r + n)
         replies_n = 0
         i = 0
         while i < len(ops):
@@ -245,7 +307,12 @@ class Publisher:
             spans.append((i, j, replies_n, len(op.channels)))
             replies_n += len(op.channels)
             i = j
-        replies = await self._send(commands)
+        return commands, spans
+
+    def _outcomes(
+        self, ops: Sequence[_Op], spans: list[_Span], replies: list[Any]
+    ) -> list[tuple[PublishOutcome, bytes] | PublishOutcome | Exception]:
+        """One result per op from the pipeline's replies (see `_commands`)."""
         out: list[tuple[PublishOutcome, bytes] | PublishOutcome | Exception] = []
         for i, j, r, n in spans:
             if ops[i].argv is None:

@@ -146,3 +146,24 @@ async def test_publish_on_a_silent_redis_is_a_503(
             await bp.publish([item])
     finally:
         await bp.close()
+
+
+async def test_scripts_flushed_under_a_connected_publisher_are_reloaded(
+    shared_redis: RedisServer,
+) -> None:
+    shared_redis.cli("FLUSHALL")
+    bp = RedisBackplane(shared_redis.url)
+    await bp.start(lambda msgs: None)
+    try:
+        rule = HistoryRule(pattern="t.>", size=10)
+        first = PublishItem(Message.build("t.c", "m1", 1, {}, None), rule)
+        assert [o.offset for o in await bp.publish([first])] == [1]
+        shared_redis.cli("SCRIPT", "FLUSH")
+        items = [PublishItem(Message.build("t.c", f"m{i}", 1, {}, None), rule) for i in (2, 3)]
+        plain = PublishItem(Message.build("t.d", "p1", 1, {}, None))
+        outcomes = await asyncio.gather(bp.publish(items), bp.publish([plain]))
+        assert [[o.offset for o in out] for out in outcomes] == [[2, 3], [None]]
+        page = await bp.history("t.c", rule, 0, 10)
+        assert [m.id for m in page.messages] == ["m1", "m2", "m3"]
+    finally:
+        await bp.close()
