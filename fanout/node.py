@@ -21,7 +21,7 @@ from fanout.hub import Hub, Shape, Sink
 from fanout.message import Message
 from fanout.presence import Presence
 from shared.auth import Authenticator, Principal
-from shared.config import Settings
+from shared.config import HistoryRule, Settings
 from shared.errors import HeraldError, InvalidRequest, PayloadTooLarge
 from shared.filters import compile_filter
 from shared.jsonvalue import check_fields
@@ -37,6 +37,10 @@ MAX_HISTORY_LIMIT = 10_000
 # Offsets are exact in every client's JSON numbers (JavaScript's too) up to 2**53 - 1;
 # a larger `since` can only be a mistake, and Redis would refuse it as a 503.
 MAX_OFFSET = 2**53 - 1
+# Topics published to lately -> their history rule (None: none); emptied when it fills
+# up, and when `settings.history` is replaced.
+_TOPIC_CACHE = 10_000
+_UNKNOWN: Any = object()
 
 
 @dataclass(slots=True)
@@ -88,6 +92,8 @@ class Node:
         self.published_total = 0
         self._id_prefix = secrets.token_hex(5)
         self._ids = itertools.count(1)
+        self._topics: dict[str, HistoryRule | None] = {}
+        self._topic_rules = settings.history  # the rules `_topics` was filled under
         self._loop: asyncio.AbstractEventLoop | None = None
         self._immediate_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
@@ -183,14 +189,28 @@ class Node:
             raise InvalidRequest("a message must be a JSON object")
         if not values_checked:
             check_fields(entry)  # encodable, finite, at most MAX_DEPTH deep: deliverable
-        topic = validate_topic(entry.get("topic"))
+        topic: Any = entry.get("topic")
+        # A topic seen before skips the regex and the history rules' walk.
+        topics = self._topics
+        rules = self.settings.history
+        if rules is not self._topic_rules:  # replaced at runtime (gateway/apply.py)
+            topics.clear()
+            self._topic_rules = rules
+        rule = topics.get(topic, _UNKNOWN) if type(topic) is str else _UNKNOWN
+        if rule is _UNKNOWN:
+            topic = validate_topic(topic)
+            rule = self.settings.history_rule(topic)
+            if len(topics) >= _TOPIC_CACHE:
+                topics.clear()
+            topics[topic] = rule
         principal.check_publish(topic)
         attributes = entry.get("attributes") or {}
-        _check_attributes(attributes)
+        if attributes:
+            _check_attributes(attributes)
         given = entry.get("id")
         if given is not None and (not isinstance(given, str) or not 0 < len(given) <= MAX_ID_LEN):
             raise InvalidRequest(f"'id' must be a string of 1-{MAX_ID_LEN} characters")
-        msg_id = given or self.new_id()
+        msg_id = given or f"{self._id_prefix}{next(self._ids):x}"
         try:
             msg = Message.build(
                 topic, msg_id, int(time.time() * 1000), entry.get("data"), attributes
@@ -203,8 +223,7 @@ class Node:
                 f"message is {len(msg.envelope)} bytes encoded; the limit is {limit}",
                 details={"limit": limit},
             )
-        rule = self.settings.history_rule(topic)
-        return PublishItem(msg, rule, idempotent=given is not None)
+        return PublishItem(msg, rule, given is not None)
 
     async def publish(
         self,
@@ -219,6 +238,12 @@ class Node:
         means delivered to the backplane and written to the queue store. A subscribed
         queue that refuses its copy does not fail the publish (docs/queues.md).
         """
+        if len(entries) == 1:  # a single publish (POST /v1/publish, a WebSocket command)
+            try:
+                item = self.prepare(entries[0], principal, values_checked=values_checked)
+            except HeraldError as exc:
+                return [exc]
+            return list(await self.publish_prepared([item]))
         results: list[PublishOutcome | HeraldError | None] = []
         items: list[PublishItem] = []
         slots: list[int] = []
@@ -238,11 +263,12 @@ class Node:
     async def publish_prepared(self, items: list[PublishItem]) -> list[PublishOutcome]:
         """Publish validated items (see `prepare`); raises when the backplane fails."""
         outcomes = await self.backplane.publish(items)
-        if self.queues is not None:
+        queues = self.queues
+        if queues is not None and queues.subscribed:
             fresh = [it.message for it, oc in zip(items, outcomes, strict=True) if not oc.duplicate]
             if fresh:
                 try:
-                    await self.queues.on_publish(fresh)
+                    await queues.on_publish(fresh)
                 except BaseException:
                     # Let a retry with the same id through again, so the queue copy
                     # is not lost to idempotency (live subscribers may see it twice).
@@ -250,7 +276,11 @@ class Node:
                         if it.idempotent:
                             await self.backplane.forget(it.message.topic, it.message.id)
                     raise
-        self.published_total += sum(1 for o in outcomes if not o.duplicate)
+        n = len(outcomes)
+        for o in outcomes:
+            if o.duplicate:
+                n -= 1
+        self.published_total += n
         return outcomes
 
     # ---- subscribe, history and resume --------------------------------------------

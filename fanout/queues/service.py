@@ -572,6 +572,11 @@ class QueueService(abc.ABC):
             index.add(sub.topic, sub.id)
         self._subs, self._sub_index = table, index
 
+    @property
+    def subscribed(self) -> bool:
+        """True when some queue subscribes to topics (else `on_publish` has nothing to do)."""
+        return bool(self._subs)
+
     async def on_publish(self, msgs: Sequence[Message]) -> None:
         """Durably enqueue published messages on every matching subscribed queue.
 
