@@ -398,6 +398,9 @@ class Hub:
         # Another pod's clock may run ahead: a negative age counts as 0.
         age = self._wall_clock() - msgs[0].ts / 1000
         self.stats.publish_flush.observe(age if age > 0 else 0.0)
+        if len(msgs) == 1:  # the common case: one frame, whatever its size (see _chunks)
+            self._broadcast(group, text_frame(group.prefix + msgs[0].envelope + b"]}"), 1)
+            return
         for frame, count in self._frames(group.prefix, msgs):
             self._broadcast(group, frame, count)
 

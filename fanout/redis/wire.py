@@ -46,11 +46,12 @@ def reply_error(err: hiredis.ReplyError) -> ResponseError:
 
 
 class _Request:
-    __slots__ = ("done", "n", "replies")
+    __slots__ = ("done", "n", "replies", "sent")
 
-    def __init__(self, n: int, done: Done) -> None:
+    def __init__(self, n: int, done: Done, sent: float) -> None:
         self.n = n
         self.done = done
+        self.sent = sent
         self.replies: list[Any] = []
 
 
@@ -87,7 +88,6 @@ class _Protocol(asyncio.Protocol):
             if len(req.replies) == req.n:
                 waiting.popleft()
                 req.done(req.replies)
-        self.wire._answered(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         detail = f": {exc}" if exc else ""
@@ -168,10 +168,11 @@ class CommandWire:
         if proto is None or proto.closed is not None or proto.transport is None:
             done(RedisConnectionError("not connected to Redis"))
             return
-        proto.waiting.append(_Request(n, done))
+        loop = asyncio.get_running_loop()
+        proto.waiting.append(_Request(n, done, loop.time()))
         proto.transport.write(payload)
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expired)
+            self._timer = loop.call_later(self._timeout, self._expired)
 
     def close(self) -> None:
         """Drop the connection; requests in flight fail."""
@@ -181,14 +182,6 @@ class CommandWire:
 
     # ---- from the protocol ----------------------------------------------------------
 
-    def _answered(self, proto: _Protocol) -> None:
-        # The timer watches the oldest request: restart it while more are in flight.
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if proto.waiting and proto is self._proto:
-            self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expired)
-
     def _lost(self, proto: _Protocol) -> None:
         if proto is self._proto:
             self._proto = None
@@ -197,7 +190,15 @@ class CommandWire:
                 self._timer = None
 
     def _expired(self) -> None:
+        # One timer at a time, not one per request: when it fires, the oldest request
+        # still waiting decides whether the connection is dead or when to look again.
         self._timer = None
         proto = self._proto
-        if proto is not None and proto.waiting:
+        if proto is None or not proto.waiting:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = proto.waiting[0].sent + self._timeout
+        if loop.time() >= deadline:
             proto.fail(RedisTimeoutError(f"no reply from Redis within {self._timeout:g}s"))
+        else:
+            self._timer = loop.call_at(deadline, self._expired)
