@@ -149,8 +149,17 @@ class CommandWire:
         self._proto = proto
         if self._handshake:
             fut: asyncio.Future[list[Any] | Exception] = loop.create_future()
-            self.request(b"".join(self._handshake), len(self._handshake), fut.set_result)
-            replies = await fut
+
+            def done(replies: list[Any] | Exception) -> None:
+                if not fut.done():  # the connecting call may have been cancelled
+                    fut.set_result(replies)
+
+            self.request(b"".join(self._handshake), len(self._handshake), done)
+            try:
+                replies = await fut
+            except BaseException:
+                proto.fail(RedisConnectionError("connecting to Redis was cancelled"))
+                raise
             if isinstance(replies, Exception):
                 raise replies
             failed = next((r for r in replies if isinstance(r, Exception)), None)

@@ -167,3 +167,17 @@ async def test_scripts_flushed_under_a_connected_publisher_are_reloaded(
         assert [m.id for m in page.messages] == ["m1", "m2", "m3"]
     finally:
         await bp.close()
+
+
+async def test_a_cancelled_connect_leaves_no_unauthenticated_connection(
+    silent_server: tuple[int, list[asyncio.StreamWriter]],
+) -> None:
+    port, conns = silent_server
+    hello = [encode_command("AUTH", "s3cret")]
+    wire = CommandWire("127.0.0.1", port, handshake=hello, timeout_s=60)
+    task = asyncio.ensure_future(wire.connect())
+    await until(lambda: conns, "the connection")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not wire.connected  # a request now would connect (and authenticate) again
