@@ -37,6 +37,7 @@ import hiredis
 from redis.crc import key_slot
 
 from fanout.redis.connect import Backoff, stop_tasks
+from fanout.redis.wire import encode_command
 
 log = logging.getLogger("herald.redis")
 
@@ -53,15 +54,6 @@ Addr = tuple[str, int]
 OnMessages = Callable[[list[tuple[bytes, bytes]]], None]
 
 _PING = b"*1\r\n$4\r\nPING\r\n"
-
-
-def encode_command(*args: bytes | str | int) -> bytes:
-    """RESP encoding of one command."""
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        b = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-    return b"".join(out)
 
 
 @dataclass(frozen=True, slots=True)

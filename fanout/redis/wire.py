@@ -31,9 +31,12 @@ Done = Callable[[list[Any] | Exception], None]
 def encode_command(*args: bytes | str | int) -> bytes:
     """RESP encoding of one command."""
     out = [b"*%d\r\n" % len(args)]
+    append = out.append
     for a in args:
-        b = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+        b = a if type(a) is bytes else str(a).encode()
+        append(b"$%d\r\n" % len(b))
+        append(b)
+        append(b"\r\n")
     return b"".join(out)
 
 
