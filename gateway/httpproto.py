@@ -13,11 +13,21 @@ reachable when the WebSocket slots are full.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import time
+import types
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
+from gateway.fastpath import FALLBACK, Answer, PublishFastPath, Route, match, plain_headers
 from gateway.wscodec import http_error
 
 # Sockets allowed beyond max_connections for plain HTTP (probes, publishes).
@@ -37,6 +47,65 @@ _503 = http_error(
 )
 
 
+# What uvicorn answers when the app raises (RequestResponseCycle.send_500_response).
+_500 = Answer(
+    500,
+    [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"21"),
+        (b"connection", b"close"),
+    ],
+    b"Internal Server Error",
+    False,
+)
+
+
+class _Direct:
+    """A request served in the protocol: in `cycle`'s place while its reply is due."""
+
+    __slots__ = (
+        "authorization",
+        "body",
+        "keep_alive",
+        "response_complete",
+        "route",
+        "scope",
+        "start",
+    )
+
+    def __init__(
+        self, route: Route, authorization: str | None, scope: Any, keep_alive: bool
+    ) -> None:
+        self.route = route
+        self.authorization = authorization
+        self.scope = scope
+        self.start = time.perf_counter()
+        self.body: list[bytes] = []
+        # Read by uvicorn's `shutdown` (set to False) and HeraldHttp's head timer.
+        self.keep_alive = keep_alive
+        self.response_complete = False
+
+
+@types.coroutine
+def _rest(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
+    """Await the rest of `coro`, whose first step (run by the caller) yielded `yielded`.
+
+    The Task awaiting this gets `yielded` (the future `coro` waits on) and resumes it as
+    it would have resumed `coro`: what it sends or throws goes on into `coro`.
+    """
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as exc:  # thrown in by the Task: CancelledError
+            resume: Any = functools.partial(coro.throw, exc)
+        else:
+            resume = functools.partial(coro.send, sent)
+        try:
+            yielded = resume()
+        except StopIteration as done:
+            return done.value
+
+
 class HeraldHttp(HttpToolsProtocol):
     """One HTTP connection until it upgrades (then gateway.wsproto takes over)."""
 
@@ -51,6 +120,13 @@ class HeraldHttp(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         # loop.time() when the request head in progress began; None between requests.
         self._head_since: float | None = None
+        # The app's publish fast path, behind uvicorn's wrappers (proxy headers).
+        app = self.app
+        while app is not None and not isinstance(app, PublishFastPath):
+            app = getattr(app, "app", None)
+        self._fast: PublishFastPath | None = app
+        # The request whose head and body are being read, when served here.
+        self._direct: _Direct | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # `connections` holds every socket of this server: HTTP ones and upgraded
@@ -67,6 +143,9 @@ class HeraldHttp(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_since = None
         self._cancel_header_timer()
+        self._direct = None
+        if isinstance(self.cycle, _Direct):
+            self.cycle = None  # its reply goes nowhere
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -75,7 +154,153 @@ class HeraldHttp(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_since = None
-        super().on_headers_complete()
+        direct = self._direct_request()
+        if direct is None:
+            super().on_headers_complete()
+            return
+        self._direct = direct
+        self.cycle = direct  # type: ignore[assignment]  # pipelined requests wait for it
+
+    def on_body(self, body: bytes) -> None:
+        if self._direct is None:
+            super().on_body(body)
+        else:
+            self._direct.body.append(body)
+
+    def on_message_complete(self) -> None:
+        direct = self._direct
+        if direct is None:
+            super().on_message_complete()
+            return
+        self._direct = None
+        self._serve(direct)
+
+    # ---- the fast routes, served without an ASGI cycle ------------------------------
+
+    def _direct_request(self) -> _Direct | None:
+        """The request whose head just ended, if this protocol serves it itself: a fast
+        route (gateway.fastpath) with nothing in flight before it and nothing of
+        uvicorn's own to do (100-continue, a concurrency limit, access log, upgrade)."""
+        fast = self._fast
+        url = self.url
+        if (
+            fast is None
+            or url[:1] != b"/"
+            or not url.isascii()
+            or b"%" in url  # uvicorn unquotes it
+            or b"?" in url
+            or self.expect_100_continue
+            or self.access_log
+            or self.limit_concurrency is not None
+            or self.root_path
+            or self.flow.write_paused  # uvicorn's send waits for the drain
+            or not (self.cycle is None or self.cycle.response_complete)
+            or self.parser.get_method() != b"POST"
+            or self.parser.should_upgrade()
+        ):
+            return None
+        path = url.decode("ascii")
+        route = match("POST", path)
+        if route is None:
+            return None
+        length, authorization = plain_headers(self.headers, fast.body_limit)
+        if length < 0:
+            return None
+        # The scope as uvicorn's on_headers_complete fills it: the error handler's
+        # Request and a fallback to FastAPI read it.
+        scope = self.scope
+        scope["method"] = "POST"
+        version = self.parser.get_http_version()
+        if version != "1.1":
+            scope["http_version"] = version
+        scope["path"] = path
+        scope["raw_path"] = url
+        scope["query_string"] = b""
+        keep_alive = version != "1.0" and self.parser.should_keep_alive()
+        return _Direct(route, authorization, scope, keep_alive)
+
+    def _serve(self, direct: _Direct) -> None:
+        """Answer `direct`: inline when its handler completes without suspending (the
+        memory engine's publish), else in a Task that resumes it (Redis)."""
+        assert self._fast is not None
+        raw = direct.body[0] if len(direct.body) == 1 else b"".join(direct.body)
+        direct.body = []
+        coro = self._fast.answer(direct.route, raw, direct.authorization, direct.scope)
+        context = contextvars.copy_context()  # what a Task per request would give
+        if not direct.route.inline:
+            self._track(self.loop.create_task(self._finish(direct, raw, coro), context=context))
+            return
+        try:
+            yielded = context.run(coro.send, None)
+        except StopIteration as done:
+            self._reply(direct, raw, done.value)
+        except Exception as exc:
+            self._failed(direct, exc)
+        else:
+            rest = self._finish(direct, raw, _rest(coro, yielded))
+            self._track(self.loop.create_task(rest, context=context))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        # As uvicorn's own request tasks: a graceful shutdown waits for them.
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _finish(
+        self, direct: _Direct, raw: bytes, answer: Coroutine[Any, Any, Answer | None]
+    ) -> None:
+        try:
+            reply = await answer
+        except Exception as exc:
+            self._failed(direct, exc)
+        else:
+            self._reply(direct, raw, reply)
+
+    def _failed(self, direct: _Direct, exc: Exception) -> None:
+        # What uvicorn does when the ASGI app raises: log it, answer 500 and close.
+        self.logger.error("Exception in ASGI application\n", exc_info=exc)
+        direct.keep_alive = False
+        self._reply(direct, b"", _500)
+
+    def _reply(self, direct: _Direct, raw: bytes, answer: Answer | None) -> None:
+        if answer is None:
+            self._fall_back(direct, raw)
+            return
+        if direct.response_complete or self.transport.is_closing():
+            return  # the client is gone (uvicorn's send drops the reply too)
+        direct.response_complete = True
+        self.transport.write(_render(answer, self.server_state.default_headers, direct.keep_alive))
+        if not direct.keep_alive:
+            self.transport.close()
+        if answer.plain:
+            assert self._fast is not None
+            self._fast.observe(direct.route.template, answer.status, direct.start)
+        self.on_response_complete()  # counts it, then the next pipelined request
+
+    def _fall_back(self, direct: _Direct, raw: bytes) -> None:
+        """Not the plain case: the app (FastAPI behind the fast path) answers, its body
+        replayed, in an ASGI cycle as uvicorn would have made for it."""
+        direct.scope[FALLBACK] = True
+        cycle = RequestResponseCycle(
+            scope=direct.scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=direct.keep_alive,
+            on_response=self.on_response_complete,
+        )
+        cycle.body += raw
+        cycle.more_body = False
+        cycle.message_event.set()
+        if self.cycle is direct:  # type: ignore[comparison-overlap]
+            self.cycle = cycle
+        if self.transport.is_closing():
+            cycle.disconnected = True
+        self._start_asgi_task(cycle, self.app)
 
     def handle_websocket_upgrade(self) -> None:
         # The upgraded socket never reads another HTTP head: drop the timer now, or
@@ -83,6 +308,12 @@ class HeraldHttp(HttpToolsProtocol):
         # up to `_header_timeout` after every WebSocket connect.
         self._cancel_header_timer()
         super().handle_websocket_upgrade()
+
+    def shutdown(self) -> None:
+        if isinstance(self.cycle, _Direct) and not self.cycle.response_complete:
+            self.cycle.keep_alive = False  # its reply closes the connection
+            return
+        super().shutdown()
 
     def _cancel_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -112,3 +343,25 @@ class HeraldHttp(HttpToolsProtocol):
         if self.cycle is None or self.cycle.response_complete:
             self.transport.write(_408)  # no response in flight: 408 is safe to send
         self.transport.close()
+
+
+# default_headers (uvicorn renews the list each second: `date`) -> their bytes.
+_defaults: tuple[list[tuple[bytes, bytes]] | None, bytes] = (None, b"")
+
+
+def _render(answer: Answer, default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
+    """The reply as uvicorn's RequestResponseCycle.send writes it for the same messages."""
+    global _defaults
+    if _defaults[0] is not default_headers:
+        _defaults = (default_headers, b"".join(b"%s: %s\r\n" % h for h in default_headers))
+    head = [STATUS_LINE[answer.status], _defaults[1]]
+    close = False
+    for name, value in answer.headers:
+        if name == b"connection":
+            close = True
+        head.append(b"%s: %s\r\n" % (name, value))
+    if not keep_alive and not close:
+        head.append(b"connection: close\r\n")
+    head.append(b"\r\n")
+    head.append(answer.body)
+    return b"".join(head)
