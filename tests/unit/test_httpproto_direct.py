@@ -29,6 +29,7 @@ from fanout.node import Node
 from gateway.app import body_limit, create_app, make_backplane
 from gateway.fastpath import PublishFastPath
 from gateway.httpproto import HeraldHttp, _rest
+from gateway.server import build_config
 from procs import RedisServer
 from shared.config import Settings
 
@@ -491,3 +492,12 @@ async def test_rest_passes_a_cancel_into_the_coroutine() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert seen == ["cancelled"]
+
+
+def test_the_gateways_own_config_finds_the_fast_path() -> None:
+    """`herald serve` wraps the app (proxy headers): HeraldHttp finds the fast path behind."""
+    config = build_config(settings())
+    config.load()
+    assert not isinstance(config.loaded_app, PublishFastPath)
+    proto = HeraldHttp(config=config, server_state=ServerState(), app_state={})
+    assert isinstance(proto._fast, PublishFastPath)
