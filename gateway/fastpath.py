@@ -21,6 +21,13 @@ A chunked body or one over the body limit goes to FastAPI unread (`BodyLimit`: 4
 Middleware added to the FastAPI app does not see the requests served here, so the fast
 path leaves to FastAPI every request with an `Origin` (the CORS middleware answers those)
 and observes the HTTP latency histogram itself.
+
+Under `herald serve` the same decisions serve requests without an ASGI cycle:
+gateway.httpproto calls `match`, `plain_headers` and `PublishFastPath.answer` from its
+HTTP protocol, and sends here (scope marked `FALLBACK`, so FastAPI answers at once) only
+what it read and found not to be the plain case. The ASGI path below stays for every
+request the protocol leaves to uvicorn (query strings, pipelined behind a request in
+flight, other servers or tests).
 """
 
 from __future__ import annotations

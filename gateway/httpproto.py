@@ -8,6 +8,36 @@ request, stays open forever and is not one of the WebSocket connections that
 and every accepted socket, handshaking or upgraded, counts towards
 `max_connections` plus a small headroom that keeps `/healthz` and the HTTP API
 reachable when the WebSocket slots are full.
+
+It also serves the fast routes' plain case (gateway.fastpath: a plain `POST /v1/publish`
+and the like) without an ASGI cycle, which cost about as much as Herald's own publish
+(issue 14). When a request head ends (`on_headers_complete`), `_direct_request` decides:
+a fast route (`fastpath.match`), a JSON body of known length under the limit with no
+`Origin` (`fastpath.plain_headers`), a plain path (no query, no %-escapes), and nothing
+of uvicorn's own to do: no request in flight before it on this connection, no
+`Expect: 100-continue`, no concurrency limit or access log, writes not paused. Anything
+else takes uvicorn's path unchanged (`super().on_headers_complete()`), and so does a
+body that is not the plain case after all: `_fall_back` makes the cycle uvicorn would
+have made, the body already in it, and marks the scope (`fastpath.FALLBACK`) so the
+fast path hands it straight to FastAPI.
+
+A request served here sits in `self.cycle` (`_Direct`) until its reply is written, so
+pipelined requests queue behind it in uvicorn's pipeline and replies keep request order;
+`shutdown` and the head timer read it as they read a cycle. Its body is collected in
+`on_body`; on `on_message_complete`, `_serve` runs `PublishFastPath.answer` (the route
+logic, shared with the ASGI path) by sending into the coroutine itself, in a copy of the
+context as a Task would have. The memory engine's publish finishes in that first step:
+no Task, the reply written from the parser callback. A publish that suspends (the
+Redis backplane waits on a future) is handed to a Task that awaits `_rest`, which gives
+the Task the future the coroutine yielded and then resumes the coroutine as the Task
+resumes it (values, exceptions, cancellation). Routes whose first step may need a
+Task (`Route.inline` false: a queue `receive` uses `asyncio.timeout`) get one from
+the start. Replies are rendered as uvicorn's `RequestResponseCycle.send` writes them
+(`_render`: status line, the server's default `date`/`server` headers, the reply's
+headers, `connection: close` when not keeping alive); an unexpected exception is
+logged and answered 500 and closed as uvicorn does; a client gone before its reply gets
+nothing (the publish, once accepted, still completes); `on_response_complete` counts
+the request (`limit_max_requests`) and starts the next pipelined one.
 """
 
 from __future__ import annotations
@@ -280,19 +310,13 @@ class HeraldHttp(HttpToolsProtocol):
         """Not the plain case: the app (FastAPI behind the fast path) answers, its body
         replayed, in an ASGI cycle as uvicorn would have made for it."""
         direct.scope[FALLBACK] = True
+        # RequestResponseCycle's first arguments, in uvicorn's order.
+        where = (direct.scope, self.transport, self.flow, self.logger, self.access_logger)
+        headers = self.server_state.default_headers
         cycle = RequestResponseCycle(
-            scope=direct.scope,
-            transport=self.transport,
-            flow=self.flow,
-            logger=self.logger,
-            access_logger=self.access_logger,
-            access_log=self.access_log,
-            default_headers=self.server_state.default_headers,
-            message_event=asyncio.Event(),
-            expect_100_continue=False,
-            keep_alive=direct.keep_alive,
+            *where, self.access_log, headers, asyncio.Event(), False, direct.keep_alive,
             on_response=self.on_response_complete,
-        )
+        )  # fmt: skip
         cycle.body += raw
         cycle.more_body = False
         cycle.message_event.set()

@@ -361,7 +361,8 @@ class Gate:
     release: asyncio.Event = field(default_factory=asyncio.Event)
     published: list[Any] = field(default_factory=list)
 
-    def install(self, node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    def install(self, node: Node) -> None:
+        """On this test's own node, which ends with the test."""
         real = node.publish
 
         async def publish(*args: Any, **kwargs: Any) -> Any:
@@ -371,16 +372,21 @@ class Gate:
             self.published.append(outcome)
             return outcome
 
-        monkeypatch.setattr(node, "publish", publish)
+        node.publish = publish  # type: ignore[method-assign]
+
+    async def held(self, stack: Stack) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection whose publish is held here, on `stack`."""
+        self.install(stack.node)
+        reader, writer = await asyncio.open_connection("127.0.0.1", stack.port)
+        writer.write(post("/v1/publish", AUTH, PLAIN))
+        await self.entered.wait()
+        return reader, writer
 
 
 async def test_a_client_gone_before_its_reply(monkeypatch: pytest.MonkeyPatch) -> None:
     async with serve(HeraldHttp, settings(), monkeypatch) as direct:
         gate = Gate()
-        gate.install(direct.node, monkeypatch)
-        _, writer = await asyncio.open_connection("127.0.0.1", direct.port)
-        writer.write(post("/v1/publish", AUTH, PLAIN))
-        await gate.entered.wait()
+        _, writer = await gate.held(direct)
         writer.close()
         await _until(lambda: not direct.state.connections)
         with logged() as records:
@@ -411,10 +417,7 @@ async def test_shutdown_with_a_reply_due_closes_after_it(
 ) -> None:
     async with serve(HeraldHttp, settings(), monkeypatch) as direct:
         gate = Gate()
-        gate.install(direct.node, monkeypatch)
-        reader, writer = await asyncio.open_connection("127.0.0.1", direct.port)
-        writer.write(post("/v1/publish", AUTH, PLAIN))
-        await gate.entered.wait()
+        reader, writer = await gate.held(direct)
         (proto,) = direct.made
         proto.shutdown()  # what uvicorn's graceful shutdown calls
         assert not proto.transport.is_closing()
@@ -494,7 +497,7 @@ async def test_rest_passes_a_cancel_into_the_coroutine() -> None:
     assert seen == ["cancelled"]
 
 
-def test_the_gateways_own_config_finds_the_fast_path() -> None:
+async def test_the_gateways_own_config_finds_the_fast_path() -> None:
     """`herald serve` wraps the app (proxy headers): HeraldHttp finds the fast path behind."""
     config = build_config(settings())
     config.load()
