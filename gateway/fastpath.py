@@ -220,7 +220,10 @@ QUEUE_ROUTES: dict[str, QueueHandler] = {
     "receive": _queue_receive,
     "ack": _queue_ack,
 }
-ROUTES: dict[str, Handler] = {"/v1/publish": _publish, "/v1/publish/batch": _publish_batch}
+ROUTES: dict[str, Route] = {
+    "/v1/publish": Route(_publish, 202, (), "/v1/publish", True),
+    "/v1/publish/batch": Route(_publish_batch, 202, BATCH_KEYS, "/v1/publish/batch", True),
+}
 
 
 # 19 digits in a row: a number orjson may read differently (2**64 becomes a float).
@@ -353,9 +356,9 @@ def match(method: str, path: str) -> Route | None:
     """The fast route for a request, or None: FastAPI serves it."""
     if method != "POST":
         return None
-    handler = ROUTES.get(path)
-    if handler is not None:
-        return Route(handler, 202, BATCH_KEYS if handler is _publish_batch else (), path, True)
+    route = ROUTES.get(path)
+    if route is not None:
+        return route
     if not path.startswith("/v1/queues/"):
         return None
     name, _, action = path[len("/v1/queues/") :].partition("/")
