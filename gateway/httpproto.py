@@ -258,7 +258,8 @@ class HeraldHttp(HttpToolsProtocol):
         coro = self._fast.answer(direct.route, raw, direct.authorization, direct.scope)
         context = contextvars.copy_context()  # what a Task per request would give
         if not direct.route.inline:
-            self._track(self.loop.create_task(self._finish(direct, raw, coro), context=context))
+            task = self.loop.create_task(self._finish(direct, raw, coro), context=context)
+            self._track(task, direct, coro)
             return
         try:
             yielded = context.run(coro.send, None)
@@ -268,24 +269,40 @@ class HeraldHttp(HttpToolsProtocol):
             self._failed(direct, exc)
         else:
             rest = self._finish(direct, raw, _rest(coro, yielded))
-            self._track(self.loop.create_task(rest, context=context))
+            self._track(self.loop.create_task(rest, context=context), direct, coro)
 
-    def _track(self, task: asyncio.Task[None]) -> None:
+    def _track(
+        self, task: asyncio.Task[None], direct: _Direct, coro: Coroutine[Any, Any, Any]
+    ) -> None:
         # As uvicorn's own request tasks: a graceful shutdown waits for them.
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(functools.partial(self._task_done, direct, coro))
+
+    def _task_done(
+        self, direct: _Direct, coro: Coroutine[Any, Any, Any], task: asyncio.Task[None]
+    ) -> None:
+        self.tasks.discard(task)
+        if task.cancelled() and not direct.response_complete:
+            # Cancelled before it ever ran, so `_finish` could not answer: the same 500,
+            # and the route's coroutine closed now rather than by the collector.
+            coro.close()
+            self._failed(direct, asyncio.CancelledError())
 
     async def _finish(
         self, direct: _Direct, raw: bytes, answer: Coroutine[Any, Any, Answer | None]
     ) -> None:
         try:
             reply = await answer
-        except Exception as exc:
+        except BaseException as exc:
+            # As uvicorn's run_asgi: a request cancelled (a forced shutdown) gets its
+            # 500 too; the cancellation goes on.
             self._failed(direct, exc)
+            if not isinstance(exc, Exception):
+                raise
         else:
             self._reply(direct, raw, reply)
 
-    def _failed(self, direct: _Direct, exc: Exception) -> None:
+    def _failed(self, direct: _Direct, exc: BaseException) -> None:
         # What uvicorn does when the ASGI app raises: log it, answer 500 and close.
         self.logger.error("Exception in ASGI application\n", exc_info=exc)
         direct.keep_alive = False
@@ -295,9 +312,11 @@ class HeraldHttp(HttpToolsProtocol):
         if answer is None:
             self._fall_back(direct, raw)
             return
-        if direct.response_complete or self.transport.is_closing():
-            return  # the client is gone (uvicorn's send drops the reply too)
+        if direct.response_complete:
+            return
         direct.response_complete = True
+        if self.transport.is_closing():
+            return  # the client is gone (uvicorn's send drops the reply too)
         self.transport.write(_render(answer, self.server_state.default_headers, direct.keep_alive))
         if not direct.keep_alive:
             self.transport.close()

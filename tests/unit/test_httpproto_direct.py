@@ -109,9 +109,9 @@ async def serve(
         if isinstance(proto, HeraldHttp):
             track = proto._track
 
-            def tracked(task: asyncio.Task[None]) -> None:
+            def tracked(task: asyncio.Task[None], *args: Any) -> None:
                 stack.tasks.append("task")
-                track(task)
+                track(task, *args)
 
             proto._track = tracked  # type: ignore[method-assign]
         stack.made.append(proto)
@@ -425,6 +425,28 @@ async def test_shutdown_with_a_reply_due_closes_after_it(
         reply = await read_reply(reader)
         assert reply.startswith(b"HTTP/1.1 202") and b"connection: close\r\n" in reply
         assert await reader.read() == b""
+        writer.close()
+
+
+@pytest.mark.parametrize("started", [False, True])
+async def test_a_cancelled_publish_is_uvicorns_500(
+    monkeypatch: pytest.MonkeyPatch, started: bool
+) -> None:
+    """A forced shutdown cancels request tasks: the reply is uvicorn's 500, then close,
+    also when the Task was cancelled before it first ran."""
+    async with serve(HeraldHttp, settings(), monkeypatch) as direct:
+        gate = Gate()
+        reader, writer = await gate.held(direct)
+        (task,) = direct.state.tasks
+        if started:
+            await _until(lambda: task.get_coro().cr_await is not None)  # type: ignore[union-attr]
+        with logged() as records:
+            task.cancel()
+            reply = await read_reply(reader)
+        assert reply.startswith(b"HTTP/1.1 500") and reply.endswith(b"Internal Server Error")
+        assert [r.getMessage() for r in records] == ["Exception in ASGI application\n"]
+        assert await reader.read() == b""
+        assert task.cancelled() and not direct.state.tasks
         writer.close()
 
 
