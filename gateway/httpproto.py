@@ -7,7 +7,9 @@ request, stays open forever and is not one of the WebSocket connections that
 `HERALD_HANDSHAKE_TIMEOUT` (408 otherwise, like nginx's `client_header_timeout`),
 and every accepted socket, handshaking or upgraded, counts towards
 `max_connections` plus a small headroom that keeps `/healthz` and the HTTP API
-reachable when the WebSocket slots are full.
+reachable when the WebSocket slots are full. Both the head deadline and uvicorn's
+keep-alive idle timeout use one timer per connection that rechecks when it fires,
+not a timer armed and cancelled per request.
 
 It also serves the fast routes' plain case (gateway.fastpath: a plain `POST /v1/publish`
 and the like) without an ASGI cycle, which cost about as much as Herald's own publish
@@ -47,7 +49,7 @@ import contextvars
 import functools
 import time
 import types
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 import orjson
@@ -150,6 +152,9 @@ class HeraldHttp(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         # loop.time() when the request head in progress began; None between requests.
         self._head_since: float | None = None
+        # loop.time() when the connection last became idle (a response done, nothing
+        # read since); None while a request is in progress.
+        self._idle_since: float | None = None
         # The app's publish fast path, behind uvicorn's wrappers (proxy headers).
         app = self.app
         while app is not None and not isinstance(app, PublishFastPath):
@@ -172,7 +177,7 @@ class HeraldHttp(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_since = None
-        self._cancel_header_timer()
+        self._cancel_timers()
         self._direct = None
         if isinstance(self.cycle, _Direct):
             self.cycle = None  # its reply goes nowhere
@@ -348,8 +353,9 @@ class HeraldHttp(HttpToolsProtocol):
     def handle_websocket_upgrade(self) -> None:
         # The upgraded socket never reads another HTTP head: drop the timer now, or
         # it would keep this protocol (parser, buffers, scope: ~6.5 KiB) alive for
-        # up to `_header_timeout` after every WebSocket connect.
-        self._cancel_header_timer()
+        # up to `_header_timeout` after every WebSocket connect (the keep-alive
+        # timer likewise).
+        self._cancel_timers()
         super().handle_websocket_upgrade()
 
     def shutdown(self) -> None:
@@ -358,10 +364,59 @@ class HeraldHttp(HttpToolsProtocol):
             return
         super().shutdown()
 
-    def _cancel_header_timer(self) -> None:
+    def _cancel_timers(self) -> None:
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+
+    # ---- keep-alive: uvicorn's idle timeout with one timer per connection ------------
+    # uvicorn arms a timer after every response and cancels it on the next request's
+    # first bytes: 3.5 µs a request on the benchmark machine, a twentieth of a plain
+    # publish (issue 14). Here, as for the head deadline, the timer stays armed and
+    # rechecks when it fires: a connection that became idle since gets the rest of
+    # its `timeout_keep_alive`, a busy one lets the timer go until its next response.
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_since = None  # data came in: not idle; the timer, if armed, stays
+
+    def on_response_complete(self) -> None:
+        # uvicorn's, but for how the idle timer is armed.
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._idle_since = None
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = now = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_at(
+                now + self.timeout_keep_alive, self._check_idle
+            )
+
+    def _check_idle(self) -> None:
+        self.timeout_keep_alive_task = None
+        deadline = self._deadline(self._idle_since, self.timeout_keep_alive, self._check_idle)
+        if deadline is not None:
+            self.timeout_keep_alive_task = deadline
+        elif self._idle_since is not None and not self.transport.is_closing():
+            self.transport.close()  # uvicorn's timeout_keep_alive_handler
+
+    def _deadline(
+        self, since: float | None, timeout: float, check: Callable[[], None]
+    ) -> asyncio.TimerHandle | None:
+        """A timer for `check` at `since + timeout` if that is still ahead, else None."""
+        if since is None:
+            return None
+        deadline = since + timeout
+        if self.loop.time() < deadline - 0.001:  # timers run to the millisecond
+            return self.loop.call_at(deadline, check)
+        return None
 
     def _head_begins(self) -> None:
         # One timer per connection, not one per request: arming and cancelling a
@@ -379,9 +434,8 @@ class HeraldHttp(HttpToolsProtocol):
         since = self._head_since
         if since is None or self._header_timeout is None or self.transport.is_closing():
             return  # between requests: the next head arms the timer again
-        deadline = since + self._header_timeout
-        if self.loop.time() < deadline - 0.001:  # timers run to the millisecond
-            self._header_timer = self.loop.call_at(deadline, self._check_head)
+        self._header_timer = self._deadline(since, self._header_timeout, self._check_head)
+        if self._header_timer is not None:
             return
         if self.cycle is None or self.cycle.response_complete:
             self.transport.write(_408)  # no response in flight: 408 is safe to send

@@ -81,7 +81,10 @@ def settings(**extra: Any) -> Settings:
 
 @contextlib.asynccontextmanager
 async def serve(
-    protocol: type[HttpToolsProtocol], conf: Settings, monkeypatch: pytest.MonkeyPatch
+    protocol: type[HttpToolsProtocol],
+    conf: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    keep_alive: float = 5.0,
 ) -> AsyncIterator[Stack]:
     app = create_app(conf)
     node = Node(conf, make_backplane(conf))
@@ -89,7 +92,9 @@ async def serve(
     app.state.node = node
     fast = PublishFastPath(app, body_limit(conf))
     # As gateway.server configures uvicorn: proxy headers and `server` header on.
-    config = uvicorn.Config(fast, lifespan="off", log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        fast, lifespan="off", log_level="warning", access_log=False, timeout_keep_alive=keep_alive
+    )
     config.load()
     state = ServerState()
     state.default_headers = [DATE, *config.encoded_headers]
@@ -241,6 +246,40 @@ async def test_keep_alive_serves_a_sequence_and_observes_latency(
         assert await reader.read() == b""  # closed by the server
         writer.close()
         assert len(direct.made) == 1
+
+
+@pytest.mark.parametrize("path", ["/v1/publish", "/healthz"])
+async def test_keep_alive_arms_one_timer_per_connection(
+    monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """uvicorn armed (and cancelled) a timer per request; served directly or not."""
+    async with serve(HeraldHttp, settings(), monkeypatch) as direct:
+        reader, writer = await asyncio.open_connection("127.0.0.1", direct.port)
+        timers = []
+        for i in range(3):
+            if path == "/healthz":
+                writer.write(b"GET /healthz HTTP/1.1\r\nhost: h\r\n\r\n")
+            else:
+                writer.write(post(path, AUTH, orjson.dumps({**MSG, "id": f"t{i}"})))
+            await read_reply(reader)
+            timers.append(direct.made[0].timeout_keep_alive_task)
+        assert timers[0] is not None
+        assert all(t is timers[0] for t in timers)
+        writer.close()
+
+
+async def test_an_idle_connection_is_closed_after_keep_alive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with serve(HeraldHttp, settings(), monkeypatch, keep_alive=0.2) as direct:
+        reader, writer = await asyncio.open_connection("127.0.0.1", direct.port)
+        for i in range(2):
+            writer.write(post("/v1/publish", AUTH, orjson.dumps({**MSG, "id": f"i{i}"})))
+            assert (await read_reply(reader)).startswith(b"HTTP/1.1 202")
+        assert await reader.read() == b""  # closed by the server once idle
+        writer.close()
+        (proto,) = direct.made
+        assert proto.timeout_keep_alive_task is None
 
 
 def _pipeline() -> tuple[bytes, int]:
