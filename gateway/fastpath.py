@@ -21,6 +21,13 @@ A chunked body or one over the body limit goes to FastAPI unread (`BodyLimit`: 4
 Middleware added to the FastAPI app does not see the requests served here, so the fast
 path leaves to FastAPI every request with an `Origin` (the CORS middleware answers those)
 and observes the HTTP latency histogram itself.
+
+Under `herald serve` the same decisions serve requests without an ASGI cycle:
+gateway.httpproto calls `match`, `plain_headers` and `PublishFastPath.answer` from its
+HTTP protocol, and sends here (scope marked `FALLBACK`, so FastAPI answers at once) only
+what it read and found not to be the plain case. The ASGI path below stays for every
+request the protocol leaves to uvicorn (query strings, pipelined behind a request in
+flight, other servers or tests).
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from starlette.requests import Request
@@ -62,19 +69,36 @@ Handler = Callable[["FastAPI", Any, str | None], Awaitable[Reply]]
 QueueHandler = Callable[["FastAPI", Any, str | None, str], Awaitable[Reply]]
 
 
-class _Fallback(Exception):
-    """The request is not the plain case: FastAPI answers it."""
+# A scope key: the request was read by gateway.httpproto and is not the plain case;
+# the fast path hands it to FastAPI as it is.
+FALLBACK = "herald.fallback"
 
 
-def _start(status: int, length: int) -> Message:
-    return {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-length", b"%d" % length),
-            (b"content-type", b"application/json"),
-        ],
-    }
+def json_headers(length: int) -> list[tuple[bytes, bytes]]:
+    """The headers of a fast reply (uvicorn adds its own `date`, `server`, `connection`)."""
+    return [(b"content-length", b"%d" % length), (b"content-type", b"application/json")]
+
+
+class Route(NamedTuple):
+    """What `match` found: how to answer a request, and how to account for it."""
+
+    handler: Handler
+    status: int  # of a plain reply
+    batch_keys: tuple[str, ...]  # for `_parse`
+    template: str  # the route's label in the latency histogram
+    # The handler may take its first step outside an asyncio Task (gateway.httpproto
+    # drives it inline): nothing before its first suspension needs `current_task()`
+    # (`asyncio.timeout`). True of the publish routes; a queue `receive` may wait.
+    inline: bool
+
+
+class Answer(NamedTuple):
+    """A reply of the fast path: (status, headers, body), and whether it was the plain case."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    plain: bool  # a plain reply is observed in the latency histogram; an error is not
 
 
 def _result(outcome: PublishOutcome | HeraldError) -> dict[str, Any]:
@@ -196,7 +220,10 @@ QUEUE_ROUTES: dict[str, QueueHandler] = {
     "receive": _queue_receive,
     "ack": _queue_ack,
 }
-ROUTES: dict[str, Handler] = {"/v1/publish": _publish, "/v1/publish/batch": _publish_batch}
+ROUTES: dict[str, Route] = {
+    "/v1/publish": Route(_publish, 202, (), "/v1/publish", True),
+    "/v1/publish/batch": Route(_publish_batch, 202, BATCH_KEYS, "/v1/publish/batch", True),
+}
 
 
 # 19 digits in a row: a number orjson may read differently (2**64 becomes a float).
@@ -246,48 +273,56 @@ class PublishFastPath:
         self._observers: dict[str, Callable[[float], None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = _match(scope)
+        route = (
+            match(scope["method"], scope["path"])
+            if scope["type"] == "http" and FALLBACK not in scope
+            else None
+        )
         if route is None:
             await self.app(scope, receive, send)
             return
-        handler, status, batch_keys, template = route
         start = time.perf_counter()
-        authorization: str | None = None
-        json_body = False
-        length = -1
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                json_body = _is_json(value)
-            elif name == b"content-length":
-                length = int(value) if value.isdigit() else -1
-            elif name == b"authorization":
-                authorization = value.decode("latin-1")
-            elif name == b"origin":
-                # A browser's request: the CORS middleware of the FastAPI app answers.
-                json_body = False
-                break
-        # Chunked or too large: BodyLimit in the FastAPI app answers (413).
-        if not json_body or not 0 <= length <= self.body_limit:
+        length, authorization = plain_headers(scope["headers"], self.body_limit)
+        if length < 0:
             await self.app(scope, receive, send)
             return
         raw = await _read_body(receive, length)
-        try:
-            reply = await handler(self.app, _parse(raw, batch_keys), authorization)
-        except json.JSONDecodeError:
-            reply = None
-        except HeraldError as exc:
-            # The app's own handler, so the reply is the one FastAPI would give.
-            response = self.app.exception_handlers[HeraldError](Request(scope, receive), exc)
-            if inspect.isawaitable(response):
-                response = await response
-            await response(scope, receive, send)
-            return
-        if reply is None:
+        answer = await self.answer(route, raw, authorization, scope)
+        if answer is None:
             await self.app(scope, _replay(raw, receive), send)
             return
-        await send(_start(status, len(reply)))
-        await send({"type": "http.response.body", "body": reply})
-        # The FastAPI app's RequestTimer does not see this request: observe it here.
+        await send(
+            {"type": "http.response.start", "status": answer.status, "headers": answer.headers}
+        )
+        await send({"type": "http.response.body", "body": answer.body})
+        if answer.plain:
+            self.observe(route.template, answer.status, start)
+
+    async def answer(
+        self, route: Route, raw: bytes, authorization: str | None, scope: Scope
+    ) -> Answer | None:
+        """The reply to a request `match` and `plain_headers` let through, whose body is
+        `raw`; None when it is not the plain case (FastAPI answers, the body replayed).
+
+        The one place that runs a fast route: the ASGI path above and gateway.httpproto,
+        which serves these routes without an ASGI cycle, both come here.
+        """
+        try:
+            reply = await route.handler(self.app, _parse(raw, route.batch_keys), authorization)
+        except json.JSONDecodeError:
+            return None
+        except HeraldError as exc:
+            # The app's own handler, so the reply is the one FastAPI would give.
+            response = self.app.exception_handlers[HeraldError](Request(scope), exc)
+            if inspect.isawaitable(response):
+                response = await response
+            return Answer(response.status_code, response.raw_headers, bytes(response.body), False)
+        if reply is None:
+            return None
+        return Answer(route.status, json_headers(len(reply)), reply, True)
+
+    def observe(self, template: str, status: int, start: float) -> None:
+        """The FastAPI app's RequestTimer does not see fast replies: observe one here."""
         observe = self._observers.get(template)
         if observe is None:
             histogram = self.app.state.telemetry.http_latency
@@ -296,14 +331,34 @@ class PublishFastPath:
         observe(time.perf_counter() - start)
 
 
-def _match(scope: Scope) -> tuple[Handler, int, tuple[str, ...], str] | None:
-    """(handler, status, batch keys, route template) for a request the fast path may answer."""
-    if scope["type"] != "http" or scope["method"] != "POST":
+def plain_headers(headers: list[tuple[bytes, bytes]], body_limit: int) -> tuple[int, str | None]:
+    """(Content-Length, Authorization) of a request the fast path may read; a length of
+    -1 when FastAPI answers it unread: not JSON, chunked or over `body_limit` (BodyLimit
+    answers 413), or with an `Origin` (the CORS middleware answers)."""
+    authorization: str | None = None
+    json_body = False
+    length = -1
+    for name, value in headers:
+        if name == b"content-type":
+            json_body = _is_json(value)
+        elif name == b"content-length":
+            length = int(value) if value.isdigit() else -1
+        elif name == b"authorization":
+            authorization = value.decode("latin-1")
+        elif name == b"origin":
+            return -1, None
+    if not json_body or length > body_limit:
+        return -1, None
+    return length, authorization
+
+
+def match(method: str, path: str) -> Route | None:
+    """The fast route for a request, or None: FastAPI serves it."""
+    if method != "POST":
         return None
-    path: str = scope["path"]
-    handler = ROUTES.get(path)
-    if handler is not None:
-        return handler, 202, BATCH_KEYS if handler is _publish_batch else (), path
+    route = ROUTES.get(path)
+    if route is not None:
+        return route
     if not path.startswith("/v1/queues/"):
         return None
     name, _, action = path[len("/v1/queues/") :].partition("/")
@@ -315,7 +370,7 @@ def _match(scope: Scope) -> tuple[Handler, int, tuple[str, ...], str] | None:
         return await queue_handler(app, body, authorization, name)
 
     template = "/v1/queues/{name}/" + action
-    return bound, 200, BATCH_KEYS if action.endswith("/batch") else (), template
+    return Route(bound, 200, BATCH_KEYS if action.endswith("/batch") else (), template, False)
 
 
 async def _read_body(receive: Receive, length: int) -> bytes:
