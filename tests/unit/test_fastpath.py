@@ -111,6 +111,12 @@ CASES: list[tuple[str, dict[str, str], bytes]] = [
         AUTH,
         orjson.dumps({"messages": [MSG, {**MSG, "id": "m2", "topic": "a..b"}, 3]}),
     ),
+    (
+        "/v1/publish/batch",
+        AUTH,
+        b'{"messages": [{"topic": "game.1", "data": [12345, 18446744073709551616]}]}',
+    ),
+    ("/v1/publish/batch", AUTH, orjson.dumps({"messages": [{**MSG, "id": "1" * 19}]})),
     ("/v1/publish/batch", AUTH, orjson.dumps({"messages": [MSG] * 501})),
     ("/v1/publish/batch", AUTH, orjson.dumps({"messages": MSG})),
     ("/v1/publish/batch", AUTH, orjson.dumps({"messages": [], "other": 1})),
