@@ -64,7 +64,9 @@ _PUBLISH_FIELDS = frozenset(("topic", "data", "attributes", "id"))
 _SCALARS = (str, int, float, bool)
 
 Reply = bytes | None  # None: not the plain case, FastAPI answers
-Handler = Callable[["FastAPI", Any, str | None], Awaitable[Reply]]
+# (app, body, authorization, checked): `checked` when `_parse` proved every value of the
+# body deliverable (`check_fields`), batch entries included.
+Handler = Callable[["FastAPI", Any, str | None, bool], Awaitable[Reply]]
 QueueHandler = Callable[["FastAPI", Any, str | None, str], Awaitable[Reply]]
 
 
@@ -123,7 +125,7 @@ def _plain_entry(entry: Any) -> bool:
     return msg_id is None or type(msg_id) is str
 
 
-async def _publish(app: FastAPI, body: Any, authorization: str | None) -> Reply:
+async def _publish(app: FastAPI, body: Any, authorization: str | None, checked: bool) -> Reply:
     if not _plain_entry(body):
         return None
     node: Node = app.state.node
@@ -136,7 +138,9 @@ async def _publish(app: FastAPI, body: Any, authorization: str | None) -> Reply:
     return orjson.dumps(_result(outcome))
 
 
-async def _publish_batch(app: FastAPI, body: Any, authorization: str | None) -> Reply:
+async def _publish_batch(
+    app: FastAPI, body: Any, authorization: str | None, checked: bool
+) -> Reply:
     # `entries`, or its deprecated name `messages` (docs/http-api.md); both: FastAPI.
     if type(body) is not dict or len(body) != 1:
         return None
@@ -149,7 +153,8 @@ async def _publish_batch(app: FastAPI, body: Any, authorization: str | None) -> 
     node: Node = app.state.node
     principal = node.auth.authenticate(bearer(authorization))
     charge_publish(app.state, node, principal, len(entries))
-    outcomes = await node.publish(entries, principal)
+    # Unchecked entries are checked one by one: a bad one fails alone (its result).
+    outcomes = await node.publish(entries, principal, values_checked=checked)
     return orjson.dumps({"results": [_result(o) for o in outcomes]})
 
 
@@ -235,10 +240,14 @@ _SCREEN = bytes(
 _LONG_NUMBER = b"0" * 19
 
 
-def _parse(raw: bytes, batch_keys: tuple[str, ...]) -> Any:
+def _parse(raw: bytes, batch_keys: tuple[str, ...]) -> tuple[Any, bool]:
     """What the route's `parse_http_body` gives (or raises), read with orjson where
     orjson reads the same: an object with no long number in it. Everything else, and
-    every body orjson refuses, goes through `parse_http_body` itself."""
+    every body orjson refuses, goes through `parse_http_body` itself.
+
+    With it, whether every value was checked, batch entries included (they are not
+    when `parse_http_body` or `check_fields` had to look: they are checked one by one
+    later, so a bad entry fails alone)."""
     screened = raw.translate(_SCREEN)
     if _LONG_NUMBER not in screened:
         try:
@@ -247,19 +256,19 @@ def _parse(raw: bytes, batch_keys: tuple[str, ...]) -> Any:
             body = None
         if type(body) is dict:
             # orjson refuses what `check_fields` looks for (lone surrogates, NaN,
-            # infinities), and the regex above screened the integers it would read
+            # infinities), and the screen above caught the integers it would read
             # as floats; what is left is depth, which needs at least MAX_DEPTH
             # brackets (those inside strings counted too: only ever too many).
             if screened.count(b"{") <= MAX_DEPTH:
-                return body
+                return body, True
             # parse_http_body's checks: batch entries later, one by one; the rest now.
             check_fields(
                 body
                 if not batch_keys
                 else {k: v for k, v in body.items() if not (k in batch_keys and type(v) is list)}
             )
-            return body
-    return parse_http_body(raw, batch_keys)
+            return body, not batch_keys
+    return parse_http_body(raw, batch_keys), not batch_keys
 
 
 def _is_json(content_type: bytes) -> bool:
@@ -312,7 +321,8 @@ class PublishFastPath:
         which serves these routes without an ASGI cycle, both come here.
         """
         try:
-            reply = await route.handler(self.app, _parse(raw, route.batch_keys), authorization)
+            body, checked = _parse(raw, route.batch_keys)
+            reply = await route.handler(self.app, body, authorization, checked)
         except json.JSONDecodeError:
             return None
         except HeraldError as exc:
@@ -370,8 +380,8 @@ def match(method: str, path: str) -> Route | None:
     if queue_handler is None or not name:
         return None
 
-    async def bound(app: FastAPI, body: Any, authorization: str | None) -> Reply:
-        return await queue_handler(app, body, authorization, name)
+    async def bound(app: FastAPI, body: Any, authorization: str | None, checked: bool) -> Reply:
+        return await queue_handler(app, body, authorization, name)  # the service checks
 
     template = "/v1/queues/{name}/" + action
     return Route(bound, 200, BATCH_KEYS if action.endswith("/batch") else (), template, False)
