@@ -210,7 +210,7 @@ class Node:
         given = entry.get("id")
         if given is not None and (not isinstance(given, str) or not 0 < len(given) <= MAX_ID_LEN):
             raise InvalidRequest(f"'id' must be a string of 1-{MAX_ID_LEN} characters")
-        msg_id = given or f"{self._id_prefix}{next(self._ids):x}"
+        msg_id = given or self.new_id()
         try:
             msg = Message.build(
                 topic, msg_id, int(time.time() * 1000), entry.get("data"), attributes

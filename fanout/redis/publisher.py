@@ -25,7 +25,7 @@ from fanout.backplane import IDEMPOTENCY_WINDOW_S, PublishItem, PublishOutcome
 from fanout.redis import keys, scripts
 from fanout.redis.errors import unavailable
 from fanout.redis.registry import PrefixRegistry
-from fanout.redis.wire import CommandWire, encode_command
+from fanout.redis.wire import CommandWire, Done, encode_command
 
 log = logging.getLogger("herald.redis")
 
@@ -46,6 +46,11 @@ _Span = tuple[int, int, int, int]  # ops [i, j) -> replies [r, r + n)
 def _plain(results: list[Any]) -> list[PublishOutcome | Exception]:
     """Results without the envelopes the script returned for cluster SPUBLISHes."""
     return [r[0] if isinstance(r, tuple) else r for r in results]
+
+
+def _request(wire: CommandWire, commands: list[tuple[Any, ...]], done: Done) -> None:
+    """Send `commands` on `wire`, encoded once; `done` gets their replies."""
+    wire.request(b"".join([encode_command(*args) for args in commands]), len(commands), done)
 
 
 @dataclass(slots=True)
@@ -187,7 +192,7 @@ class Publisher:
             self._settle(calls, _plain(results))
             self._release()
 
-        wire.request(b"".join([encode_command(*args) for args in commands]), len(commands), done)
+        _request(wire, commands, done)
 
     async def _reload(self, calls: list[_Call], ops: list[_Op], results: list[Any]) -> None:
         try:
@@ -344,7 +349,7 @@ class Publisher:
             if not fut.done():
                 fut.set_result(replies)
 
-        wire.request(b"".join([encode_command(*args) for args in commands]), len(commands), done)
+        _request(wire, commands, done)
         replies = await fut
         if isinstance(replies, Exception):
             raise replies
